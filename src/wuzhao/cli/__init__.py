@@ -1,0 +1,1 @@
+"""The `wuzhao` command: a thin noun-verb layer over the SDK (`wuzhao.client`)."""

@@ -1,0 +1,130 @@
+"""Settings: one frozen object, loaded once from a given mapping.
+
+Every setting has one name, one environment variable and one line of
+documentation, here; ``docs/config.md`` is generated from this table by
+``python -m wuzhao.config`` and a test keeps the two equal. Loading takes the
+environment as a mapping, so tests never touch the real one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wuzhao.errors import BadRequest
+
+
+def _setting(default: Any, env: str, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return Path(home) / ".local" / "share" / "wuzhao"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = _setting(
+        None, "WUZHAO_DATA_DIR", "State, code packages and the admin key. Default ~/.local/share/wuzhao."
+    )
+    host: str = _setting("127.0.0.1", "WUZHAO_HOST", "Address the API and gateway listen on.")
+    port: int = _setting(9600, "WUZHAO_PORT", "Port the API and gateway listen on.")
+    idle_timeout_s: float = _setting(
+        300.0, "WUZHAO_IDLE_TIMEOUT", "Seconds an instance may stay idle before it is stopped."
+    )
+    max_concurrency: int = _setting(
+        100, "WUZHAO_MAX_CONCURRENCY", "Instances one function may run at once; beyond it calls queue."
+    )
+    throttle_wait_s: float = _setting(
+        1.0, "WUZHAO_THROTTLE_WAIT", "How long a call waits for a free instance before 429 Throttled."
+    )
+    init_timeout_s: float = _setting(
+        10.0, "WUZHAO_INIT_TIMEOUT", "Seconds a new instance has to import its handler."
+    )
+    shutdown_grace_s: float = _setting(
+        30.0, "WUZHAO_SHUTDOWN_GRACE", "On SIGTERM, how long in-flight calls may run before they are killed."
+    )
+    max_code_bytes: int = _setting(
+        50 * 1024 * 1024, "WUZHAO_MAX_CODE_BYTES", "Largest accepted code zip (compressed)."
+    )
+    max_unpacked_code_bytes: int = _setting(
+        250 * 1024 * 1024, "WUZHAO_MAX_UNPACKED_CODE_BYTES", "Largest code package once unpacked."
+    )
+    max_request_bytes: int = _setting(
+        6 * 1024 * 1024, "WUZHAO_MAX_REQUEST_BYTES", "Largest invoke event; larger gets 413."
+    )
+    max_response_bytes: int = _setting(
+        6 * 1024 * 1024, "WUZHAO_MAX_RESPONSE_BYTES", "Largest handler result; larger fails the call."
+    )
+    log_bytes_per_call: int = _setting(
+        1024 * 1024, "WUZHAO_LOG_BYTES_PER_CALL", "Output kept per call; the rest is cut with a marker."
+    )
+    uid_base: int = _setting(
+        200000, "WUZHAO_UID_BASE", "First host uid given to sandboxed instances (one uid each)."
+    )
+    uid_count: int = _setting(
+        65536, "WUZHAO_UID_COUNT", "How many host uids from uid_base instances may use."
+    )
+    tmp_size_mb: int = _setting(512, "WUZHAO_TMP_SIZE_MB", "Size of each instance's /tmp.")
+    pids_max: int = _setting(512, "WUZHAO_PIDS_MAX", "Processes and threads one instance may have.")
+    insecure_no_sandbox: bool = _setting(
+        False, "WUZHAO_INSECURE_NO_SANDBOX", "Development only: run functions without namespaces."
+    )
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from ``environ`` (the WUZHAO_* variables), then ``overrides``.
+
+        Overrides whose value is None are ignored, so CLI options can be passed
+        straight through.
+        """
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("data_dir") is None:
+            values["data_dir"] = default_data_dir(environ)
+        values["data_dir"] = Path(values["data_dir"]).expanduser().absolute()
+        return cls(**values)
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    try:
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise BadRequest(
+            f"{f.metadata['env']}={raw!r} is not a valid {kind}", field=f.metadata["env"]
+        ) from None
+
+
+def reference_table() -> str:
+    """The Markdown table of every setting (the body of docs/config.md)."""
+    rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        default = "see meaning" if f.default is None else f"`{f.default}`"
+        rows.append(f"| `{f.name}` | `{f.metadata['env']}` | {default} | {f.metadata['doc']} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_table(), end="")

@@ -1,0 +1,1 @@
+"""The control plane: what is deployed (functions, their code packages, API keys)."""

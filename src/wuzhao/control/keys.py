@@ -1,0 +1,93 @@
+"""API keys: issued once, stored only as hashes, checked in constant time.
+
+A key looks like ``wz_<key id>_<secret>``. The key id is public and locates
+the record; the whole key is hashed (SHA-256: keys are 256-bit random, so a
+slow password hash buys nothing) and compared with ``hmac.compare_digest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
+
+from wuzhao.domain.functions import DEFAULT_NAMESPACE
+from wuzhao.store.api import ApiKeyRecord, Store
+
+PREFIX = "wz"
+ADMIN_KEY_FILE = "admin.key"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh key and its id."""
+    key_id = secrets.token_hex(8)
+    return f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}", key_id
+
+
+def key_id_of(key: str) -> str | None:
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1]
+
+
+class KeyRing:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cache: dict[str, ApiKeyRecord] = {}
+
+    async def authenticate(self, key: str) -> ApiKeyRecord | None:
+        """The record of a valid key, or None. Never says why a key is refused."""
+        key_id = key_id_of(key)
+        if key_id is None:
+            return None
+        record = self._cache.get(key_id)
+        if record is None:
+            record = await self._store.get_key(key_id)
+            if record is None:
+                return None
+            self._cache[key_id] = record
+        if not hmac.compare_digest(record.secret_hash, hash_key(key)):
+            return None
+        return record
+
+    async def ensure_admin_key(self, data_dir: Path) -> tuple[Path, bool]:
+        """Make sure ``<data_dir>/admin.key`` exists and is a valid admin key.
+
+        Returns the file's path and whether the key was created now. A key file
+        whose record was lost (a wiped database) is registered again: the file is
+        the operator's credential.
+        """
+        path = data_dir / ADMIN_KEY_FILE
+        if path.exists():
+            key = path.read_text().strip()
+            key_id = key_id_of(key)
+            if key_id is not None:
+                if await self._store.get_key(key_id) is None:
+                    await self._add(key, key_id, "admin")
+                return path, False
+        key, key_id = new_key()
+        await self._add(key, key_id, "admin")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+        os.chmod(path, 0o600)
+        return path, True
+
+    async def _add(self, key: str, key_id: str, role: str) -> None:
+        record = ApiKeyRecord(
+            key_id=key_id,
+            secret_hash=hash_key(key),
+            namespace=DEFAULT_NAMESPACE,
+            role=role,
+            created_at=time.time(),
+            description="created by wuzhao serve",
+        )
+        await self._store.add_key(record)

@@ -1,0 +1,1 @@
+"""Pure decisions: models, validation, states, scaling. No sockets, files, clocks or fork."""

@@ -1,0 +1,97 @@
+"""What a function is, and the rules its configuration must follow."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import msgspec
+
+from wuzhao.errors import BadRequest
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# A dotted module path, then the attribute: "main.handler", "pkg.mod.handle".
+HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+RUNTIMES = frozenset({"python3.11"})
+DEFAULT_NAMESPACE = "default"
+
+_NAME_RE = re.compile(NAME_PATTERN)
+_ENV_RE = re.compile(ENV_NAME_PATTERN)
+
+MemoryMB = Annotated[int, msgspec.Meta(ge=128, le=10240)]
+TimeoutS = Annotated[int, msgspec.Meta(ge=1, le=900)]
+Handler = Annotated[str, msgspec.Meta(pattern=HANDLER_PATTERN, max_length=256)]
+
+
+class FunctionUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``PUT /v1/functions/{name}``; unset fields keep their value."""
+
+    runtime: str | None = None
+    handler: Handler | None = None
+    memory_mb: MemoryMB | None = None
+    timeout_s: TimeoutS | None = None
+    env: dict[str, str] | None = None
+    code: str | None = None  # base64 of a zip
+
+
+class FunctionConfig(msgspec.Struct, frozen=True):
+    """The configuration part of a function: what an instance is built from."""
+
+    runtime: str = "python3.11"
+    handler: str = "main.handler"
+    memory_mb: int = 128
+    timeout_s: int = 30
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class FunctionRecord(msgspec.Struct, frozen=True):
+    """A deployed function as stored. ``revision`` grows by one on every change."""
+
+    namespace: str
+    name: str
+    config: FunctionConfig
+    code_sha256: str
+    code_size: int
+    revision: int
+    created_at: float
+    updated_at: float
+
+
+def check_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise BadRequest(
+            f"function name {name!r} is invalid: use 1-64 characters of a-z, 0-9, '-' and '_', "
+            "starting with a letter or digit",
+            field="name",
+        )
+    return name
+
+
+def merge_config(current: FunctionConfig | None, update: FunctionUpdate) -> FunctionConfig:
+    """Apply a PUT body to the current configuration (or the defaults)."""
+    base = current or FunctionConfig()
+    config = FunctionConfig(
+        runtime=update.runtime if update.runtime is not None else base.runtime,
+        handler=update.handler if update.handler is not None else base.handler,
+        memory_mb=update.memory_mb if update.memory_mb is not None else base.memory_mb,
+        timeout_s=update.timeout_s if update.timeout_s is not None else base.timeout_s,
+        env=update.env if update.env is not None else base.env,
+    )
+    if config.runtime not in RUNTIMES:
+        raise BadRequest(
+            f"runtime {config.runtime!r} is not supported; supported: {', '.join(sorted(RUNTIMES))}",
+            field="runtime",
+        )
+    for key, value in config.env.items():
+        if not _ENV_RE.match(key) or key.startswith(("AWS_", "WUZHAO_", "_")):
+            raise BadRequest(f"environment variable name {key!r} is invalid or reserved", field=f"env.{key}")
+        if "\0" in value:
+            raise BadRequest(f"environment variable {key!r} contains a NUL byte", field=f"env.{key}")
+    return config
+
+
+def handler_module_files(handler: str) -> tuple[str, str]:
+    """The two files that can hold the handler's module: ``a/b.py`` or ``a/b/__init__.py``."""
+    module = handler.rsplit(".", 1)[0].replace(".", "/")
+    return f"{module}.py", f"{module}/__init__.py"

@@ -1,0 +1,56 @@
+"""Instance states, the allowed transitions, and the pool's pure decisions."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class InstanceState(enum.StrEnum):
+    STARTING = "starting"  # sandbox made, handler being imported
+    IDLE = "idle"  # ready, waiting in its pool for a call
+    BUSY = "busy"  # running exactly one call
+    STOPPED = "stopped"  # killed and cleaned up; never serves again
+
+
+TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
+    InstanceState.STARTING: frozenset({InstanceState.BUSY, InstanceState.STOPPED}),
+    InstanceState.IDLE: frozenset({InstanceState.BUSY, InstanceState.STOPPED}),
+    InstanceState.BUSY: frozenset({InstanceState.IDLE, InstanceState.STOPPED}),
+    InstanceState.STOPPED: frozenset(),
+}
+
+
+def can_transition(current: InstanceState, new: InstanceState) -> bool:
+    return new in TRANSITIONS[current]
+
+
+class Placement(enum.StrEnum):
+    REUSE = "reuse"  # hand the call a warm idle instance
+    START = "start"  # start a new instance for the call (a cold start)
+    WAIT = "wait"  # at the concurrency limit: wait for an instance to come free
+
+
+def place_call(*, idle: int, active: int, max_concurrency: int) -> Placement:
+    """Where a new call goes. ``active`` counts busy and starting instances.
+
+    Warm instances always win: reusing one costs nothing, a cold start costs a
+    sandbox. A new instance is started only while the function is under its limit.
+    """
+    if idle > 0:
+        return Placement.REUSE
+    if active < max_concurrency:
+        return Placement.START
+    return Placement.WAIT
+
+
+@dataclass(frozen=True)
+class IdleInstance:
+    instance_id: str
+    idle_since: float
+
+
+def expired(instances: Iterable[IdleInstance], *, now: float, idle_timeout_s: float) -> list[str]:
+    """Ids of the idle instances that have been idle longer than the timeout."""
+    return [i.instance_id for i in instances if now - i.idle_since >= idle_timeout_s]

@@ -1,0 +1,154 @@
+"""The one error hierarchy of wuzhao.
+
+Every error the platform reports to a caller is a :class:`WuzhaoError`. Each
+subclass fixes the HTTP status and the machine-readable ``code`` that appear in
+the API's error body ``{"error": {"code": ..., "message": ...}}``; the SDK maps
+the body back to the same class, so a caller can ``except NotFound``.
+
+    WuzhaoError                      (500 InternalError)
+    ├── BadRequest                   (400 BadRequest; ``field`` names the culprit)
+    │   ├── InvalidJSON              (400 InvalidJSON)
+    │   └── InvalidCode              (400 InvalidCode: bad zip, missing handler file)
+    ├── Unauthorized                 (401 Unauthorized)
+    ├── NotFound                     (404 NotFound)
+    ├── MethodNotAllowed             (405 MethodNotAllowed)
+    ├── Conflict                     (409 Conflict)
+    ├── PayloadTooLarge              (413 PayloadTooLarge)
+    ├── Throttled                    (429 Throttled)
+    ├── ServiceUnavailable           (503 ServiceUnavailable: shutting down)
+    └── InvocationError              an invocation failed; carries X-Wuzhao-Function-Error
+        ├── FunctionError            (500: the handler raised)
+        ├── InitError                (500: the handler could not be imported)
+        ├── OutOfMemory              (500: the instance went over its memory)
+        ├── RuntimeExited            (500: the runtime died or broke the protocol)
+        ├── ResponseTooLarge         (413: the handler's result is over the size cap)
+        └── Timeout                  (504: the call ran past timeout_s)
+    SandboxUnavailable               not an API error: the host cannot make sandboxes
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class WuzhaoError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "InternalError"
+
+    def __init__(self, message: str, *, field: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.details = details
+
+    def to_body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        error.update(self.details)
+        return {"error": error}
+
+
+class BadRequest(WuzhaoError):
+    status = 400
+    code = "BadRequest"
+
+
+class InvalidJSON(BadRequest):
+    code = "InvalidJSON"
+
+
+class InvalidCode(BadRequest):
+    code = "InvalidCode"
+
+
+class Unauthorized(WuzhaoError):
+    status = 401
+    code = "Unauthorized"
+
+
+class NotFound(WuzhaoError):
+    status = 404
+    code = "NotFound"
+
+
+class MethodNotAllowed(WuzhaoError):
+    status = 405
+    code = "MethodNotAllowed"
+
+
+class Conflict(WuzhaoError):
+    status = 409
+    code = "Conflict"
+
+
+class PayloadTooLarge(WuzhaoError):
+    status = 413
+    code = "PayloadTooLarge"
+
+
+class Throttled(WuzhaoError):
+    status = 429
+    code = "Throttled"
+
+
+class ServiceUnavailable(WuzhaoError):
+    status = 503
+    code = "ServiceUnavailable"
+
+
+class InvocationError(WuzhaoError):
+    """A call reached an instance (or tried to) and did not return a result."""
+
+
+class FunctionError(InvocationError):
+    code = "FunctionError"
+
+
+class InitError(InvocationError):
+    code = "InitError"
+
+
+class OutOfMemory(InvocationError):
+    code = "OutOfMemory"
+
+
+class RuntimeExited(InvocationError):
+    code = "RuntimeExited"
+
+
+class ResponseTooLarge(InvocationError):
+    status = 413
+    code = "ResponseTooLarge"
+
+
+class Timeout(InvocationError):
+    status = 504
+    code = "Timeout"
+
+
+class SandboxUnavailable(Exception):
+    """The host cannot create sandboxes (no namespaces, no cgroups, not root)."""
+
+
+def _all_subclasses(cls: type[WuzhaoError]) -> list[type[WuzhaoError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+ERRORS_BY_CODE: dict[str, type[WuzhaoError]] = {
+    cls.code: cls for cls in [WuzhaoError, *_all_subclasses(WuzhaoError)]
+}
+
+
+def error_from_body(status: int, body: Any) -> WuzhaoError:
+    """Rebuild the typed error from an API error body (used by the SDK)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return WuzhaoError(f"HTTP {status}: {body!r}"[:500])
+    details = {k: v for k, v in error.items() if k not in ("code", "message", "field")}
+    cls = ERRORS_BY_CODE.get(str(error.get("code")), WuzhaoError)
+    return cls(str(error.get("message", "")), field=error.get("field"), **details)

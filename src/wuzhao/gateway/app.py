@@ -1,0 +1,85 @@
+"""The ASGI application: routes, authentication and the error mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from wuzhao.errors import BadRequest, MethodNotAllowed, NotFound, WuzhaoError
+from wuzhao.gateway import functions, invocations, invoke
+from wuzhao.gateway.auth import AuthMiddleware
+from wuzhao.gateway.responses import error_response, json_response
+from wuzhao.platform import Platform
+
+log = logging.getLogger("wuzhao.gateway")
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/v1/functions", functions.list_functions, methods=["GET"]),
+    Route("/v1/functions/{name}", functions.get_function, methods=["GET"]),
+    Route("/v1/functions/{name}", functions.put_function, methods=["PUT"]),
+    Route("/v1/functions/{name}", functions.delete_function, methods=["DELETE"]),
+    Route("/v1/functions/{name}/invoke", invoke.invoke, methods=["POST"]),
+    Route("/v1/functions/{name}/logs", invocations.get_logs, methods=["GET"]),
+    Route("/v1/invocations/{id}", invocations.get_invocation, methods=["GET"]),
+]
+
+
+def create_app(platform: Platform, *, on_started: Callable[[], Any] | None = None) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await platform.start()
+        if on_started is not None:
+            on_started()
+        try:
+            yield
+        finally:
+            await platform.stop()
+
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(AuthMiddleware, keys=platform.keys)],
+        exception_handlers={
+            WuzhaoError: _wuzhao_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    return app
+
+
+async def _wuzhao_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, WuzhaoError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: WuzhaoError = NotFound(f"no route for {request.method} {request.url.path}")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+    else:
+        error = BadRequest(str(exc.detail))
+    return error_response(error)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(WuzhaoError("internal error; the server log has the details"))

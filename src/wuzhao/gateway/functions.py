@@ -1,0 +1,58 @@
+"""Routes that manage functions: create or update, read, list, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from wuzhao.domain.functions import FunctionRecord, FunctionUpdate
+from wuzhao.gateway.context import namespace_of, platform_of
+from wuzhao.gateway.responses import decode_json, iso, json_response, read_body
+
+
+# A base64 zip of max_code_bytes is 4/3 larger, plus room for the other fields.
+def _deploy_limit(max_code_bytes: int) -> int:
+    return max_code_bytes * 4 // 3 + 64 * 1024
+
+
+async def put_function(request: Request) -> Response:
+    platform = platform_of(request)
+    body = await read_body(request, _deploy_limit(platform.settings.max_code_bytes))
+    update = decode_json(body, FunctionUpdate)
+    record, created = await platform.registry.put(namespace_of(request), request.path_params["name"], update)
+    return json_response(view(request, record), 201 if created else 200)
+
+
+async def get_function(request: Request) -> Response:
+    record = platform_of(request).registry.get(namespace_of(request), request.path_params["name"])
+    return json_response(view(request, record))
+
+
+async def list_functions(request: Request) -> Response:
+    records = platform_of(request).registry.list(namespace_of(request))
+    return json_response({"functions": [view(request, r) for r in records]})
+
+
+async def delete_function(request: Request) -> Response:
+    await platform_of(request).registry.delete(namespace_of(request), request.path_params["name"])
+    return Response(status_code=204)
+
+
+def view(request: Request, record: FunctionRecord) -> dict[str, Any]:
+    config = record.config
+    return {
+        "name": record.name,
+        "runtime": config.runtime,
+        "handler": config.handler,
+        "memory_mb": config.memory_mb,
+        "timeout_s": config.timeout_s,
+        "env": config.env,
+        "code_sha256": record.code_sha256,
+        "code_size": record.code_size,
+        "revision": record.revision,
+        "created_at": iso(record.created_at),
+        "updated_at": iso(record.updated_at),
+        "instances": platform_of(request).worker.instance_counts(record.namespace, record.name),
+    }

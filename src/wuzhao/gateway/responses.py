@@ -1,0 +1,56 @@
+"""JSON responses and the mapping of errors to ``{"error": {...}}`` bodies."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from wuzhao.errors import BadRequest, InvalidJSON, PayloadTooLarge, WuzhaoError
+
+_encoder = msgspec.json.Encoder()
+_FIELD = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(content), status, headers, media_type="application/json")
+
+
+def error_response(error: WuzhaoError, headers: dict[str, str] | None = None) -> Response:
+    return json_response(error.to_body(), error.status, headers)
+
+
+def iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing anything over ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_json(body: bytes, type: Any = Any) -> Any:
+    """Decode a JSON body into ``type``; errors name the offending field."""
+    try:
+        return msgspec.json.decode(body, type=type)
+    except msgspec.ValidationError as exc:
+        match = _FIELD.search(str(exc))
+        field = match.group(1) if match and match.group(1) else None
+        message = str(exc).split(" - at ")[0]
+        raise BadRequest(f"{message}" + (f" (field {field!r})" if field else ""), field=field) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None

@@ -1,0 +1,1 @@
+"""What the platform records about calls: invocation records and log lines."""

@@ -1,0 +1,83 @@
+"""The composition root: builds every part of one node and runs their lifecycle.
+
+Order matters: the store opens before anything reads it, the sandbox launcher
+starts before the worker can launch, and on the way down in-flight calls have
+already drained (the HTTP server waits for them) before instances are killed,
+then the records of the last calls are flushed before the store closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from wuzhao.config import Settings
+from wuzhao.control.functions import FunctionRegistry
+from wuzhao.control.keys import KeyRing
+from wuzhao.control.packages import CodePackages
+from wuzhao.observe.recorder import Recorder
+from wuzhao.sandbox.api import Launcher
+from wuzhao.store.api import Store
+from wuzhao.store.sqlite import SqliteStore
+from wuzhao.worker.worker import Worker
+
+log = logging.getLogger("wuzhao")
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    store: Store
+    keys: KeyRing
+    registry: FunctionRegistry
+    recorder: Recorder
+    launcher: Launcher
+    worker: Worker
+
+    @classmethod
+    def build(cls, settings: Settings, launcher: Launcher | None = None) -> Platform:
+        data = settings.data_dir
+        store = SqliteStore(data / "wuzhao.db")
+        packages = CodePackages(
+            data, max_bytes=settings.max_code_bytes, max_unpacked_bytes=settings.max_unpacked_code_bytes
+        )
+        registry = FunctionRegistry(store, packages)
+        recorder = Recorder(store)
+        if launcher is None:
+            launcher = default_launcher(settings)
+        worker = Worker(settings, launcher, packages, recorder, registry.get)
+        registry.on_change(worker.function_changed)
+        return cls(settings, store, KeyRing(store), registry, recorder, launcher, worker)
+
+    async def start(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.data_dir.chmod(0o700)
+        await self.store.open()
+        key_file, created = await self.keys.ensure_admin_key(self.settings.data_dir)
+        if created:
+            log.warning("created the admin API key; it is in %s (mode 0600)", key_file)
+        else:
+            log.info("admin API key: %s", key_file)
+        await self.registry.load()
+        await self.launcher.start()
+        self.recorder.start()
+        self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.close()
+        await self.launcher.close()
+        await self.recorder.close()
+        await self.store.close()
+
+
+def default_launcher(settings: Settings) -> Launcher:
+    import hashlib
+
+    from wuzhao.sandbox.zygote_launcher import ZygoteLauncher
+
+    server_id = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:12]
+    return ZygoteLauncher(
+        state_dir=settings.data_dir / "sandbox",
+        server_id=server_id,
+        isolate=not settings.insecure_no_sandbox,
+    )

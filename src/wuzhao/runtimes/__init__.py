@@ -1,0 +1,1 @@
+"""Language runtimes and the language-neutral protocol they speak with the worker."""

@@ -1,0 +1,1 @@
+"""Linux sandboxes for function instances: namespaces, mounts, cgroups, identity."""

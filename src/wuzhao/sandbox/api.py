@@ -1,0 +1,95 @@
+"""The sandbox contract: how the worker gets an isolated process to run a function.
+
+A :class:`Launcher` turns a :class:`SandboxSpec` into a running
+:class:`SandboxedProcess`. The guarantees every launcher gives:
+
+1. Before any user code runs, the process has joined its own cgroups (memory =
+   ``memory_mb``, pids, cpu weight) and entered its own user, mount, pid, ipc,
+   uts and network namespaces; it runs as the unprivileged host uid
+   ``spec.uid`` and sees itself as uid 0; its root is read-only, ``/tmp`` is
+   the only writable place, the code is at ``/var/task`` read-only; its
+   environment is exactly ``spec.env``; its open descriptors are 0, 1, 2 (stdin
+   is /dev/null; stdout and stderr are pipes the worker reads) and the runtime
+   channel at fd 3.
+2. ``launch`` returns once the process exists; the runtime then speaks the
+   protocol of ``wuzhao.runtimes.protocol`` on ``channel``. Launch does not wait
+   for the handler to be imported.
+3. ``kill`` is idempotent and kills the whole process tree of the instance
+   (every process in its pid namespace and cgroups), including processes the
+   function left behind.
+4. ``wait`` resolves once the instance's first process is gone; ``destroy``
+   kills, waits, closes the worker's descriptors and removes the cgroups. After
+   ``destroy`` nothing of the instance is left on the host. It is idempotent.
+5. ``oom_killed`` tells whether the kernel killed a process of the instance for
+   exceeding its memory limit (read before ``destroy``).
+6. ``Launcher.close`` destroys every process it launched and stops the zygote.
+   A launcher started on a host with leftovers of a previous run (cgroups of a
+   crashed server) removes them in ``start``.
+
+A launcher built with ``isolate=False`` (``--insecure-no-sandbox``) keeps the
+process model and the cgroups it can get but skips namespaces and identity; it
+exists only for development on hosts without namespaces.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+TASK_ROOT = "/var/task"  # where the function's code appears inside the sandbox
+CHANNEL_FD = 3  # the runtime channel's descriptor number inside the sandbox
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    instance_id: str  # unique, [a-z0-9-]; names the cgroups
+    code_dir: str  # host directory with the unpacked code, mounted read-only at TASK_ROOT
+    uid: int  # unprivileged host uid (and gid) the instance runs as
+    memory_mb: int
+    cpu_shares: int  # cgroup v1 cpu.shares (1024 ~ one core of weight)
+    pids_max: int = 256
+    tmp_size_mb: int = 512
+    hostname: str = "sandbox"
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    code: int | None  # exit code when the process exited
+    signal: int | None  # signal number when it was killed
+
+
+class SandboxedProcess(Protocol):
+    @property
+    def pid(self) -> int:
+        """Host pid of the instance's first process (pid 1 in its namespace)."""
+
+    @property
+    def channel(self) -> socket.socket:
+        """Worker's end of the runtime channel (non-blocking stream socket)."""
+
+    @property
+    def stdout_fd(self) -> int:
+        """Read end of the instance's stdout pipe (non-blocking)."""
+
+    @property
+    def stderr_fd(self) -> int:
+        """Read end of the instance's stderr pipe (non-blocking)."""
+
+    def kill(self) -> None: ...
+
+    async def wait(self) -> ExitStatus: ...
+
+    def oom_killed(self) -> bool: ...
+
+    async def destroy(self) -> None: ...
+
+
+class Launcher(Protocol):
+    async def start(self) -> None: ...
+
+    async def launch(self, spec: SandboxSpec) -> SandboxedProcess: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,58 @@
+"""Running one node: the HTTP server (uvicorn + uvloop) around the platform.
+
+uvicorn owns the signals: on SIGTERM or SIGINT it stops accepting, waits up to
+``shutdown_grace_s`` for in-flight calls, then runs the app's lifespan shutdown,
+which stops every instance and the zygote (``Platform.stop``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from wuzhao.config import Settings
+from wuzhao.gateway.app import create_app
+from wuzhao.platform import Platform
+
+log = logging.getLogger("wuzhao")
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if settings.insecure_no_sandbox:
+        log.warning(
+            "RUNNING WITHOUT SANDBOXES (--insecure-no-sandbox): functions run with the server's "
+            "privileges and can read everything it can. Never do this with code you do not trust."
+        )
+    platform = Platform.build(settings)
+
+    def started() -> None:
+        log.info(
+            "wuzhao is serving on http://%s:%s (data dir %s, admin key in %s)",
+            settings.host,
+            settings.port,
+            settings.data_dir,
+            settings.data_dir / "admin.key",
+        )
+
+    app = create_app(platform, on_started=started)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise SystemExit(1)

@@ -1,0 +1,1 @@
+"""Durable state behind one interface (``store.api``); SQLite is the embedded backend."""

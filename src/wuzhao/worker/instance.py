@@ -1,0 +1,171 @@
+"""One instance: a sandboxed runtime process serving one function revision.
+
+An instance runs one call at a time and belongs to exactly one function
+revision for its whole life; it never serves another function or revision.
+Any failure that may have left it in an unknown state (timeout, crash, protocol
+violation) ends it: the caller then ``stop()``s it rather than reusing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import msgspec
+
+from wuzhao.domain.functions import FunctionRecord
+from wuzhao.domain.instances import InstanceState, can_transition
+from wuzhao.errors import (
+    FunctionError,
+    InitError,
+    InvocationError,
+    OutOfMemory,
+    ResponseTooLarge,
+    RuntimeExited,
+    Timeout,
+)
+from wuzhao.runtimes import protocol
+from wuzhao.runtimes.protocol import Frame, FrameTooLarge
+from wuzhao.sandbox.api import SandboxedProcess
+from wuzhao.worker.channel import ChannelClosed, RuntimeChannel
+from wuzhao.worker.output import OutputCapture
+
+# How long a dead runtime's process gets to be reaped before we classify the crash.
+EXIT_WAIT_S = 2.0
+
+
+class Instance:
+    def __init__(
+        self,
+        instance_id: str,
+        record: FunctionRecord,
+        process: SandboxedProcess,
+        channel: RuntimeChannel,
+        output: OutputCapture,
+        uid: int,
+    ) -> None:
+        self.id = instance_id
+        self.record = record
+        self.uid = uid
+        self.state = InstanceState.STARTING
+        self.idle_since = time.monotonic()
+        self.calls = 0
+        self._process = process
+        self._channel = channel
+        self._output = output
+        self._stopped = asyncio.Event()
+
+    def move(self, new: InstanceState) -> None:
+        if not can_transition(self.state, new):
+            raise RuntimeError(f"instance {self.id}: {self.state} -> {new} is not allowed")
+        self.state = new
+        if new is InstanceState.IDLE:
+            self.idle_since = time.monotonic()
+
+    async def initialize(self, invocation_id: str, timeout_s: float) -> None:
+        """Send INIT and wait for READY; init output belongs to the call that caused it."""
+        config = self.record.config
+        self._output.begin(invocation_id)
+        header: dict[str, Any] = {
+            "handler": config.handler,
+            "function_name": self.record.name,
+            "function_version": str(self.record.revision),
+            "memory_limit_in_mb": config.memory_mb,
+        }
+        try:
+            self._channel.send(protocol.INIT, header)
+            frame = await asyncio.wait_for(self._channel.receive(), timeout_s)
+        except TimeoutError:
+            raise InitError(f"the handler was not ready within {timeout_s:g} seconds") from None
+        except ChannelClosed as closed:
+            raise await self._crash(closed, during_init=True) from None
+        finally:
+            self._output.end()
+        if frame.kind == protocol.INIT_ERROR:
+            raise InitError(**_error_fields(frame))
+        if frame.kind != protocol.READY:
+            raise RuntimeExited(f"runtime answered INIT with {frame.kind!r}")
+
+    async def invoke(self, invocation_id: str, event: bytes) -> bytes:
+        """Run one call; returns the result's JSON bytes or raises an InvocationError."""
+        timeout_s = self.record.config.timeout_s
+        deadline_ms = int((time.time() + timeout_s) * 1000)
+        self.calls += 1
+        self._output.begin(invocation_id)
+        try:
+            self._channel.send(protocol.INVOKE, {"id": invocation_id, "deadline_ms": deadline_ms}, event)
+            frame = await asyncio.wait_for(self._channel.receive(), timeout_s)
+        except TimeoutError:
+            self._process.kill()
+            raise Timeout(f"the call timed out after {timeout_s:.2f} seconds") from None
+        except ChannelClosed as closed:
+            raise await self._crash(closed, during_init=False) from None
+        finally:
+            self._output.end()
+        if frame.header.get("id") != invocation_id:
+            self._process.kill()
+            raise RuntimeExited("the runtime answered for another call")
+        if frame.kind == protocol.RESULT:
+            return _checked_result(self, frame)
+        if frame.kind == protocol.ERROR:
+            raise FunctionError(**_error_fields(frame))
+        self._process.kill()
+        raise RuntimeExited(f"the runtime answered a call with {frame.kind!r}")
+
+    async def stop(self) -> None:
+        """Kill the instance and release everything it holds; idempotent."""
+        if self.state is not InstanceState.STOPPED:
+            self.state = InstanceState.STOPPED
+            self._output.close()
+            self._channel.close()
+            await self._process.destroy()
+            self._stopped.set()
+        else:
+            await self._stopped.wait()
+
+    async def _crash(self, closed: ChannelClosed, *, during_init: bool) -> InvocationError:
+        """Say why the runtime went away: out of memory, a result too large, or a crash."""
+        if isinstance(closed.cause, FrameTooLarge):
+            self._process.kill()
+            return ResponseTooLarge(
+                f"the result is {closed.cause.body_len} bytes; the limit is {closed.cause.limit}"
+            )
+        self._process.kill()
+        status = None
+        with contextlib.suppress(TimeoutError):
+            status = await asyncio.wait_for(self._process.wait(), EXIT_WAIT_S)
+        if self._process.oom_killed():
+            memory = self.record.config.memory_mb
+            return OutOfMemory(f"the function used more than its {memory} MB of memory")
+        how = "the runtime broke the protocol" if closed.cause else "the runtime exited"
+        if status is not None and status.signal is not None:
+            how += f" (signal {status.signal})"
+        elif status is not None and status.code is not None:
+            how += f" (exit code {status.code})"
+        if closed.cause is not None:
+            how += f": {closed.cause}"
+        return (InitError if during_init else RuntimeExited)(how)
+
+
+def _error_fields(frame: Frame) -> dict[str, Any]:
+    header = frame.header
+    traceback = header.get("traceback")
+    if not isinstance(traceback, list):
+        traceback = []
+    return {
+        "message": str(header.get("message", ""))[:4096],
+        "error_type": str(header.get("error_type", "Exception"))[:256],
+        "traceback": [str(line)[:4096] for line in traceback[:200]],
+    }
+
+
+def _checked_result(instance: Instance, frame: Frame) -> bytes:
+    # The body goes to the caller as application/json: it must be JSON.
+    try:
+        msgspec.json.decode(frame.body)
+    except msgspec.DecodeError:
+        instance._process.kill()
+        raise RuntimeExited("the runtime returned a result that is not valid JSON") from None
+    return frame.body
