@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 class WuzhaoError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "InternalError"
+    invocation_id: str | None = None  # set by the SDK when the failure belongs to a call
 
     def __init__(self, message: str, *, field: str | None = None, **details: Any) -> None:
         super().__init__(message)
@@ -139,8 +140,10 @@ def _all_subclasses(cls: type[WuzhaoError]) -> list[type[WuzhaoError]]:
     return found
 
 
+# Only classes that declare their own code: InvocationError inherits "InternalError"
+# and must not take that code over from WuzhaoError.
 ERRORS_BY_CODE: dict[str, type[WuzhaoError]] = {
-    cls.code: cls for cls in [WuzhaoError, *_all_subclasses(WuzhaoError)]
+    cls.code: cls for cls in [WuzhaoError, *_all_subclasses(WuzhaoError)] if "code" in vars(cls)
 }
 
 

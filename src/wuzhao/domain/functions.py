@@ -9,10 +9,11 @@ import msgspec
 
 from wuzhao.errors import BadRequest
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# The patterns end in \Z, not $: "$" also matches before a trailing newline.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 # A dotted module path, then the attribute: "main.handler", "pkg.mod.handle".
-HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*\Z"
 RUNTIMES = frozenset({"python3.11"})
 DEFAULT_NAMESPACE = "default"
 

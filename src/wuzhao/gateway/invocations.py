@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import re
 import time
 from typing import Any
@@ -81,9 +82,12 @@ def parse_since(value: str, *, now: float) -> float:
     if match:
         return now - float(match.group(1)) * _UNITS[match.group(2)]
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if math.isfinite(seconds):  # float() also takes "nan" and "inf"
+            return seconds
     try:
         parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -83,6 +83,11 @@ class OutputCapture:
         buffer = self._partial[fd] + data
         *lines, rest = buffer.split(b"\n")
         for line in lines:
+            # Split whole lines too, so where a line is cut never depends on
+            # how the pipe happened to chunk it.
+            while len(line) > MAX_LINE:
+                self._emit(fd, line[:MAX_LINE])
+                line = line[MAX_LINE:]
             self._emit(fd, line)
         while len(rest) > MAX_LINE:
             self._emit(fd, rest[:MAX_LINE])
@@ -91,7 +96,7 @@ class OutputCapture:
 
     def _emit(self, fd: int, line: bytes) -> None:
         size = len(line) + 1
-        if self._kept + size > self._cap:
+        if self._dropped or self._kept + size > self._cap:  # no holes: once cut, cut to the end
             self._dropped += size
             return
         self._kept += size

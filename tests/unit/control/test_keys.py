@@ -1,0 +1,169 @@
+import asyncio
+import hashlib
+import re
+import stat
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from wuzhao.control.keys import ADMIN_KEY_FILE, KeyRing, hash_key, key_id_of, new_key
+from wuzhao.store.api import ApiKeyRecord
+from wuzhao.store.sqlite import SqliteStore
+
+OpenStore = Callable[..., AbstractAsyncContextManager[SqliteStore]]
+
+
+@pytest.fixture
+def open_store(tmp_path: Path) -> OpenStore:
+    @asynccontextmanager
+    async def open_(name: str = "wuzhao.db") -> AsyncIterator[SqliteStore]:
+        store = SqliteStore(tmp_path / "db" / name)
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    return open_
+
+
+def record_for(key: str, key_id: str, role: str = "user") -> ApiKeyRecord:
+    return ApiKeyRecord(key_id, hash_key(key), "default", role, 1000.0)
+
+
+def test_new_key_format() -> None:
+    key, key_id = new_key()
+    assert re.fullmatch(r"wz_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", key)
+    assert key.startswith(f"wz_{key_id}_")
+    assert key_id_of(key) == key_id
+
+
+def test_new_keys_are_distinct() -> None:
+    keys = {new_key()[0] for _ in range(200)}
+    assert len(keys) == 200
+
+
+def test_hash_key_is_hex_sha256_of_the_whole_key() -> None:
+    assert hash_key("wz_a_b") == hashlib.sha256(b"wz_a_b").hexdigest()
+    assert hash_key("wz_a_b") != hash_key("wz_a_c")
+
+
+@pytest.mark.parametrize(
+    ("key", "key_id"),
+    [
+        ("wz_abc_secret", "abc"),
+        ("wz_abc_sec_ret", "abc"),  # secrets may hold underscores
+        ("wz_abc_-", "abc"),
+        ("wz_abc_", None),
+        ("wz__secret", None),
+        ("wz_abc", None),
+        ("wz", None),
+        ("", None),
+        ("xx_abc_secret", None),
+        ("WZ_abc_secret", None),
+        ("Bearer wz_abc_secret", None),
+        ("abc_secret", None),
+    ],
+)
+def test_key_id_of(key: str, key_id: str | None) -> None:
+    assert key_id_of(key) == key_id
+
+
+def test_authenticate(open_store: OpenStore) -> None:
+    key, key_id = new_key()
+    other, _ = new_key()
+
+    async def main() -> None:
+        async with open_store() as store:
+            await store.add_key(record_for(key, key_id))
+            ring = KeyRing(store)
+            found = await ring.authenticate(key)
+            assert found is not None and found.key_id == key_id and found.role == "user"
+            # the right id with another secret
+            assert await ring.authenticate(f"wz_{key_id}_{other.split('_', 2)[2]}") is None
+            assert await ring.authenticate(key + "x") is None
+            assert await ring.authenticate(key[:-1]) is None
+            # an id that is not registered
+            assert await ring.authenticate(other) is None
+            # not a key at all
+            assert await ring.authenticate("") is None
+            assert await ring.authenticate("password") is None
+            assert await ring.authenticate(key.replace("wz_", "xx_", 1)) is None
+            # still valid after refusals (and now from the cache)
+            assert await ring.authenticate(key) == found
+
+    asyncio.run(main())
+
+
+def test_ensure_admin_key_creates_a_private_file_once(open_store: OpenStore, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with open_store() as store:
+            ring = KeyRing(store)
+            path, created = await ring.ensure_admin_key(tmp_path)
+            assert (path, created) == (tmp_path / ADMIN_KEY_FILE, True)
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            key = path.read_text().strip()
+            assert path.read_text() == key + "\n"
+            record = await ring.authenticate(key)
+            assert record is not None and record.role == "admin" and record.namespace == "default"
+
+            again = await ring.ensure_admin_key(tmp_path)
+            assert again == (path, False)
+            assert path.read_text().strip() == key
+            assert len(await store.list_keys()) == 1
+
+    asyncio.run(main())
+
+
+def test_ensure_admin_key_registers_again_a_key_whose_record_was_lost(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        async with open_store("first.db") as store:
+            path, _ = await KeyRing(store).ensure_admin_key(tmp_path)
+        key = path.read_text().strip()
+        async with open_store("wiped.db") as store:  # a fresh database, the old key file
+            ring = KeyRing(store)
+            assert await ring.authenticate(key) is None
+            assert await ring.ensure_admin_key(tmp_path) == (path, False)
+            assert path.read_text().strip() == key
+            record = await ring.authenticate(key)
+            assert record is not None and record.role == "admin"
+            assert len(await store.list_keys()) == 1
+
+    asyncio.run(main())
+
+
+def test_ensure_admin_key_replaces_a_file_that_holds_no_key(open_store: OpenStore, tmp_path: Path) -> None:
+    (tmp_path / ADMIN_KEY_FILE).write_text("garbage\n")
+
+    async def main() -> None:
+        async with open_store() as store:
+            ring = KeyRing(store)
+            path, created = await ring.ensure_admin_key(tmp_path)
+            assert created is True
+            key = path.read_text().strip()
+            assert key != "garbage"
+            assert await ring.authenticate(key) is not None
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    asyncio.run(main())
+
+
+def test_the_store_never_holds_the_secret(open_store: OpenStore, tmp_path: Path) -> None:
+    async def main() -> str:
+        async with open_store() as store:
+            path, _ = await KeyRing(store).ensure_admin_key(tmp_path / "data")
+            return path.read_text().strip()
+
+    (tmp_path / "data").mkdir()
+    key = asyncio.run(main())
+    secret = key.split("_", 2)[2]
+    files = sorted((tmp_path / "db").glob("wuzhao.db*"))
+    assert files
+    contents = b"".join(f.read_bytes() for f in files)
+    assert hash_key(key).encode() in contents  # we are looking at the right bytes
+    assert secret.encode() not in contents
+    assert key.encode() not in contents

@@ -1,0 +1,82 @@
+import itertools
+
+import pytest
+
+from wuzhao.domain.instances import (
+    TRANSITIONS,
+    IdleInstance,
+    InstanceState,
+    Placement,
+    can_transition,
+    expired,
+    place_call,
+)
+
+S = InstanceState
+ALLOWED = {
+    (S.STARTING, S.BUSY),
+    (S.STARTING, S.STOPPED),
+    (S.IDLE, S.BUSY),
+    (S.IDLE, S.STOPPED),
+    (S.BUSY, S.IDLE),
+    (S.BUSY, S.STOPPED),
+}
+
+
+@pytest.mark.parametrize(("current", "new"), list(itertools.product(S, S)))
+def test_every_transition(current: InstanceState, new: InstanceState) -> None:
+    assert can_transition(current, new) is ((current, new) in ALLOWED)
+
+
+def test_every_state_has_a_row() -> None:
+    assert set(TRANSITIONS) == set(S)
+
+
+def test_stopped_is_final() -> None:
+    assert not any(can_transition(S.STOPPED, new) for new in S)
+
+
+def test_states_are_strings() -> None:
+    assert [s.value for s in S] == ["starting", "idle", "busy", "stopped"]
+    assert S("busy") is S.BUSY
+
+
+@pytest.mark.parametrize(
+    ("idle", "active", "max_concurrency", "expected"),
+    [
+        (1, 0, 10, Placement.REUSE),
+        (3, 9, 10, Placement.REUSE),
+        (1, 10, 10, Placement.REUSE),  # a warm instance wins even at the limit
+        (0, 0, 10, Placement.START),
+        (0, 9, 10, Placement.START),
+        (0, 0, 1, Placement.START),
+        (0, 10, 10, Placement.WAIT),
+        (0, 11, 10, Placement.WAIT),
+        (0, 1, 1, Placement.WAIT),
+        (0, 0, 0, Placement.WAIT),
+    ],
+)
+def test_place_call(idle: int, active: int, max_concurrency: int, expected: Placement) -> None:
+    assert place_call(idle=idle, active=active, max_concurrency=max_concurrency) is expected
+
+
+@pytest.mark.parametrize(
+    ("idle_since", "now", "timeout", "is_expired"),
+    [
+        (100.0, 100.0, 10.0, False),
+        (100.0, 109.9, 10.0, False),
+        (100.0, 110.0, 10.0, True),  # exactly the timeout counts as expired
+        (100.0, 500.0, 10.0, True),
+        (100.0, 100.0, 0.0, True),
+        (200.0, 100.0, 10.0, False),  # idle_since in the future (clock skew): keep
+    ],
+)
+def test_expired_table(idle_since: float, now: float, timeout: float, is_expired: bool) -> None:
+    ids = expired([IdleInstance("i", idle_since)], now=now, idle_timeout_s=timeout)
+    assert ids == (["i"] if is_expired else [])
+
+
+def test_expired_keeps_order_and_picks_only_the_old() -> None:
+    instances = [IdleInstance("a", 0.0), IdleInstance("b", 95.0), IdleInstance("c", 50.0)]
+    assert expired(instances, now=100.0, idle_timeout_s=30.0) == ["a", "c"]
+    assert expired([], now=100.0, idle_timeout_s=30.0) == []
