@@ -50,7 +50,16 @@ def wuzhao_server(**settings: str) -> Iterator[tuple[int, str]]:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("WUZHAO_")} | settings
         process = subprocess.Popen(
-            [sys.executable, "-m", "wuzhao.cli.main", "serve", "--port", str(port), "--data-dir", f"{tmp}/data"],
+            [
+                sys.executable,
+                "-m",
+                "wuzhao.cli.main",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                f"{tmp}/data",
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -94,7 +103,9 @@ def code_zip(source: str = HELLO) -> str:
 
 
 def deploy(http: Http, name: str, source: str = HELLO, **config: object) -> None:
-    status, body, _ = http.call("PUT", f"/v1/functions/{name}", json.dumps({"code": code_zip(source), **config}).encode())
+    status, body, _ = http.call(
+        "PUT", f"/v1/functions/{name}", json.dumps({"code": code_zip(source), **config}).encode()
+    )
     if status not in (200, 201):
         raise RuntimeError(f"deploy failed: {status} {body[:200]!r}")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import HELLO, Http, deploy, free_port, summary, wait_healthy, wuzhao_server  # noqa: E402
+from common import HELLO, Http, deploy, free_port, summary, wait_healthy, wuzhao_server
 
 EVENT = json.dumps({"name": "bench"}).encode()
 
@@ -82,7 +82,9 @@ def row(label: str, ours: dict[str, float], base: dict[str, float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--warm", type=int, default=2000, help="warm calls to time")
     parser.add_argument("--cold", type=int, default=40, help="cold starts to time")
     args = parser.parse_args()
@@ -92,7 +94,9 @@ def main() -> None:
     print("| figure | wuzhao p50 / p99 | baseline p50 / p99 | ratio |")
     print("|---|---|---|---|")
     print(row("warm invoke over HTTP (1 keep-alive connection) vs raw uvicorn in-process", warm, warm_base))
-    print(row("cold start, new sandboxed instance, end to end vs `python -I -c 'import main'`", cold, cold_base))
+    print(
+        row("cold start, new sandboxed instance, end to end vs `python -I -c 'import main'`", cold, cold_base)
+    )
 
 
 if __name__ == "__main__":

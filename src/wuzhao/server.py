@@ -7,8 +7,11 @@ which stops every instance and the zygote (``Platform.stop``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -52,7 +55,18 @@ def run(settings: Settings) -> None:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1,
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     server.run()
     if not server.started:
         raise SystemExit(1)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the signal once its graceful shutdown is over, so the
+        # process would end "killed by SIGTERM"; a completed graceful shutdown is
+        # a clean exit, status 0.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handle_exit)
+        yield

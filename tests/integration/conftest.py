@@ -43,14 +43,14 @@ class Server:
         return (self.data_dir / "admin.key").read_text().strip()
 
     def start(self, timeout: float = 30.0) -> Server:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*WUZHAO, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
+            self.process = subprocess.Popen(
+                [*WUZHAO, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -86,7 +86,9 @@ class Server:
         self._clients.append(client)
         return client
 
-    def cli(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, input: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the `wuzhao` command against this server."""
         full_env = {**self.env, "WUZHAO_URL": self.url, "WUZHAO_DATA_DIR": str(self.data_dir), **(env or {})}
         return subprocess.run(

@@ -36,7 +36,7 @@ def test_deploy_invoke_ls_get_logs_rm(server, function_dir):
     piped = server.cli("invoke", "clifn", "--data", "-", "-v", input='{"name": "stdin"}')
     assert piped.returncode == 0, piped.stderr
     assert json.loads(piped.stdout) == {"hello": "stdin"}
-    assert "cold" in piped.stderr.lower()
+    assert "warm start" in piped.stderr
 
     listed = server.cli("ls")
     assert listed.returncode == 0

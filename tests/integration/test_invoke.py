@@ -110,7 +110,15 @@ def test_missing_handler_attribute_is_an_init_error(api, deploy):
 def test_timeout_kills_the_call_and_the_next_call_works(api, deploy):
     deploy(
         "sleepy",
-        {"main.py": "import time\n\ndef handler(event, context):\n    time.sleep(event['s'])\n    return 'done'\n"},
+        {
+            "main.py": """
+            import time
+
+            def handler(event, context):
+                time.sleep(event["s"])
+                return "done"
+            """
+        },
         timeout_s=1,
     )
     response = api.post("/v1/functions/sleepy/invoke", json={"s": 30})
@@ -188,7 +196,15 @@ def test_unknown_function_is_404(api):
 def test_concurrent_calls_get_their_own_instances(api, deploy):
     deploy(
         "parallel",
-        {"main.py": "import time, socket\n\ndef handler(event, context):\n    time.sleep(0.5)\n    return context.aws_request_id\n"},
+        {
+            "main.py": """
+            import time
+
+            def handler(event, context):
+                time.sleep(0.5)
+                return context.aws_request_id
+            """
+        },
     )
 
     def call(_):
@@ -210,7 +226,9 @@ def test_calls_over_the_concurrency_limit_are_throttled(start_server, code, limi
     assert client.put("/v1/functions/slow", json={"code": code(slow)}).status_code == 201
 
     with concurrent.futures.ThreadPoolExecutor(limit + 2) as pool:
-        responses = list(pool.map(lambda _: client.post("/v1/functions/slow/invoke", json={}), range(limit + 2)))
+        responses = list(
+            pool.map(lambda _: client.post("/v1/functions/slow/invoke", json={}), range(limit + 2))
+        )
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] * limit + [429] * 2
     throttled = next(r for r in responses if r.status_code == 429)

@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
-
 from tests.integration.conftest import Server
 
-SLOW = "import time\n\ndef handler(event, context):\n    time.sleep(event.get('s', 0))\n    return 'finished'\n"
+SLOW = (
+    "import time\n\ndef handler(event, context):\n    time.sleep(event.get('s', 0))\n    return 'finished'\n"
+)
 
 
 def test_healthz_needs_no_key_and_reveals_nothing(server: Server):
@@ -38,7 +39,7 @@ def test_every_v1_route_needs_a_valid_key(server: Server):
     ]
     bad_headers = [
         {},
-        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer"},
         {"Authorization": "Bearer wz_0000000000000000_wrong"},
         {"Authorization": f"Bearer {server.key}x"},
         {"Authorization": f"Basic {server.key}"},
@@ -85,11 +86,17 @@ def test_sigterm_lets_in_flight_calls_finish_then_leaves_nothing_behind(start_se
     client = server.client()
     assert client.put("/v1/functions/slow", json={"code": code({"main.py": SLOW})}).status_code == 201
     # a daemon left behind by a warm instance must die too
-    daemon = "import subprocess\n\ndef handler(event, context):\n    subprocess.Popen(['sleep', '1000'])\n    return 'left'\n"
+    daemon = (
+        "import subprocess\n\n"
+        "def handler(event, context):\n    subprocess.Popen(['sleep', '1000'])\n    return 'left'\n"
+    )
     assert client.put("/v1/functions/daemon", json={"code": code({"main.py": daemon})}).status_code == 201
     assert client.post("/v1/functions/daemon/invoke").json() == "left"
     assert client.post("/v1/functions/slow/invoke", json={}).status_code == 200
     assert _sandbox_processes(uid_base, 1000), "instances should be running before shutdown"
+    assert server.process is not None
+    children = _children(server.process.pid)
+    assert any("wuzhao.runtimes.python.zygote" in cmd for _, cmd in children)
 
     result: dict[str, httpx.Response] = {}
 
@@ -112,7 +119,8 @@ def test_sigterm_lets_in_flight_calls_finish_then_leaves_nothing_behind(start_se
         assert not Path(f"/sys/fs/cgroup/{controller}/wuzhao/{server_id}").exists(), controller
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(server.data_dir) not in mounts
-    assert not [p for p in _processes() if "wuzhao.runtimes.python.zygote" in p[2]]
+    still_there = {pid for pid, _, _ in _processes()}
+    assert [c for c in children if c[0] in still_there] == []
 
 
 def test_new_calls_are_refused_once_shutdown_begins(start_server, code):
@@ -151,6 +159,18 @@ def _processes() -> list[tuple[int, int, str]]:
             continue
         uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
         found.append((int(entry.name), uid, cmdline))
+    return found
+
+
+def _children(parent: int) -> list[tuple[int, str]]:
+    found = []
+    for pid, _, cmdline in _processes():
+        try:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent:
+            found.append((pid, cmdline))
     return found
 
 

@@ -273,3 +273,7 @@ def invocation(session: Session, invocation_id: str) -> None:
 
 def main() -> None:
     cli(prog_name="wuzhao")
+
+
+if __name__ == "__main__":
+    main()

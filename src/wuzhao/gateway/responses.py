@@ -13,7 +13,8 @@ from starlette.responses import Response
 from wuzhao.errors import BadRequest, InvalidJSON, PayloadTooLarge, WuzhaoError
 
 _encoder = msgspec.json.Encoder()
-_FIELD = re.compile(r"at `\$\.?([^`]*)`")
+_FIELD = re.compile(r"at `\$\.?([^`\[]*)")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -48,7 +49,7 @@ def decode_json(body: bytes, type: Any = Any) -> Any:
     try:
         return msgspec.json.decode(body, type=type)
     except msgspec.ValidationError as exc:
-        match = _FIELD.search(str(exc))
+        match = _UNKNOWN_FIELD.search(str(exc)) or _FIELD.search(str(exc))
         field = match.group(1) if match and match.group(1) else None
         message = str(exc).split(" - at ")[0]
         raise BadRequest(f"{message}" + (f" (field {field!r})" if field else ""), field=field) from None

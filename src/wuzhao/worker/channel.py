@@ -40,8 +40,7 @@ class RuntimeChannel(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]  # uvloop's UnixTransport is not a subclass
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -68,18 +67,20 @@ class RuntimeChannel(asyncio.Protocol):
         assert self._transport is not None
         self._transport.writelines(encode_parts(kind, header, body))
 
-    async def receive(self) -> Frame:
-        """The next frame. Only one receiver at a time: one call per instance."""
+    def expect(self) -> asyncio.Future[Frame]:
+        """A future for the next frame; call it *before* sending the request it answers.
+
+        Registering first matters: the runtime may answer before the caller's
+        next await, and a frame that finds nobody waiting is a protocol violation.
+        Only one waiter at a time: one call per instance.
+        """
+        future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         if self._closed is not None:
-            raise self._closed
-        assert self._waiter is None, "two receivers on one runtime channel"
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
-        try:
-            return await waiter
-        finally:
-            if self._waiter is waiter:
-                self._waiter = None
+            future.set_exception(self._closed)
+            return future
+        assert self._waiter is None or self._waiter.done(), "two receivers on one runtime channel"
+        self._waiter = future
+        return future
 
     @property
     def closed(self) -> ChannelClosed | None:

@@ -75,8 +75,9 @@ class Instance:
             "memory_limit_in_mb": config.memory_mb,
         }
         try:
+            answer = self._channel.expect()
             self._channel.send(protocol.INIT, header)
-            frame = await asyncio.wait_for(self._channel.receive(), timeout_s)
+            frame = await asyncio.wait_for(answer, timeout_s)
         except TimeoutError:
             raise InitError(f"the handler was not ready within {timeout_s:g} seconds") from None
         except ChannelClosed as closed:
@@ -95,8 +96,9 @@ class Instance:
         self.calls += 1
         self._output.begin(invocation_id)
         try:
+            answer = self._channel.expect()
             self._channel.send(protocol.INVOKE, {"id": invocation_id, "deadline_ms": deadline_ms}, event)
-            frame = await asyncio.wait_for(self._channel.receive(), timeout_s)
+            frame = await asyncio.wait_for(answer, timeout_s)
         except TimeoutError:
             self._process.kill()
             raise Timeout(f"the call timed out after {timeout_s:.2f} seconds") from None

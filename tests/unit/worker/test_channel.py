@@ -34,7 +34,7 @@ async def send(runtime: socket.socket, data: bytes) -> None:
 
 async def receive_closed(channel: RuntimeChannel) -> ChannelClosed:
     with pytest.raises(ChannelClosed) as info:
-        await asyncio.wait_for(channel.receive(), 5)
+        await asyncio.wait_for(channel.expect(), 5)
     return info.value
 
 
@@ -62,7 +62,7 @@ def test_frames_are_received_in_order() -> None:
         got = []
         async with open_channel() as (channel, runtime):
             for data in sent:
-                waiting = asyncio.ensure_future(channel.receive())
+                waiting = channel.expect()
                 await asyncio.sleep(0)
                 for i in range(0, len(data), 7):  # trickled in small pieces
                     await send(runtime, data[i : i + 7])
@@ -116,7 +116,7 @@ def test_an_unsolicited_frame_closes_the_channel() -> None:
 def test_a_second_frame_for_one_receive_is_unsolicited() -> None:
     async def main() -> None:
         async with open_channel() as (channel, runtime):
-            waiting = asyncio.ensure_future(channel.receive())
+            waiting = channel.expect()
             await asyncio.sleep(0)
             await send(runtime, encode(protocol.RESULT, {"id": "a"}) + encode(protocol.RESULT, {"id": "b"}))
             frame = await asyncio.wait_for(waiting, 5)

@@ -1,0 +1,1 @@
+"""The Python runtime: the zygote that forks instances and the loop that runs handlers."""

@@ -1,0 +1,174 @@
+"""The Python runtime loop: speaks ``wuzhao.runtimes.protocol`` on the channel.
+
+It runs in the sandbox, after the zygote's child entered it (or, without
+isolation, right after the fork): INIT -> import the handler once -> READY or
+INIT_ERROR, then INVOKE -> RESULT or ERROR until the worker closes the channel.
+Every module used here was imported by the zygote before the fork.
+
+Error types follow Lambda's names where Lambda has one (``Runtime.*``), else
+the exception's class name. The exit code is 0 when the worker closed the
+channel, 1 after an INIT_ERROR or a protocol violation.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from wuzhao.runtimes import protocol
+from wuzhao.runtimes.python.context import LambdaContext, log_stream_name
+
+MAX_EVENT_BYTES = 1 << 30  # the worker bounds payloads; this only guards the runtime
+_RECV_BYTES = 1 << 16
+
+Handler = Callable[[Any, LambdaContext], Any]
+
+
+class InitFailure(Exception):
+    def __init__(self, error_type: str, message: str, trace: list[str]) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.trace = trace
+
+
+class Channel:
+    """Blocking framed I/O on the runtime's end of the channel."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._decoder = protocol.FrameDecoder(MAX_EVENT_BYTES, protocol.WORKER_KINDS)
+        self._frames: list[protocol.Frame] = []
+
+    def receive(self) -> protocol.Frame | None:
+        """The next frame from the worker, or None once it closed the channel."""
+        while not self._frames:
+            data = self._sock.recv(_RECV_BYTES)
+            if not data:
+                if self._decoder.pending:
+                    raise protocol.ProtocolError("channel closed inside a frame")
+                return None
+            self._frames = self._decoder.feed(data)
+        return self._frames.pop(0)
+
+    def send(self, kind: str, header: dict[str, Any], body: bytes = b"") -> None:
+        # The worker attributes log bytes to a call by ordering: everything the
+        # call printed must be in the pipes before its answer is on the channel.
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        self._sock.sendall(protocol.encode(kind, header, body))
+
+
+def _user_trace(tb: TracebackType | None) -> list[str]:
+    """Formatted frames of ``tb`` minus the runtime's and importlib's own."""
+    frames = [
+        f
+        for f in traceback.extract_tb(tb)
+        if f.filename != __file__ and not f.filename.startswith("<frozen importlib")
+    ]
+    return traceback.format_list(frames)
+
+
+def load_handler(name: str, task_root: str) -> Handler:
+    """Import ``module.function`` (``dir/module.function`` accepted) once."""
+    module_name, _, function_name = name.rpartition(".")
+    if not module_name or not function_name:
+        raise InitFailure("Runtime.MalformedHandlerName", f"Bad handler '{name}'", [])
+    module_name = module_name.replace("/", ".")
+    if task_root not in sys.path:
+        sys.path.insert(0, task_root)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        message = f"Unable to import module '{module_name}': {exc}"
+        raise InitFailure("Runtime.ImportModuleError", message, []) from None
+    except SyntaxError as exc:
+        message = f"Syntax error in module '{module_name}': {exc}"
+        raise InitFailure("Runtime.UserCodeSyntaxError", message, []) from None
+    except Exception as exc:
+        trace = _user_trace(exc.__traceback__)
+        raise InitFailure(type(exc).__name__, str(exc), trace) from None
+    handler = getattr(module, function_name, None)
+    if not callable(handler):
+        message = f"Handler '{function_name}' missing on module '{module_name}'"
+        raise InitFailure("Runtime.HandlerNotFound", message, [])
+    return handler  # type: ignore[no-any-return]
+
+
+def _error(request_id: str, error_type: str, message: str, trace: list[str]) -> dict[str, Any]:
+    return {"id": request_id, "error_type": error_type, "message": message, "traceback": trace}
+
+
+def invoke(
+    channel: Channel, handler: Handler, frame: protocol.Frame, init: dict[str, Any], stream: str
+) -> None:
+    request_id = str(frame.header["id"])
+    context = LambdaContext(
+        request_id=request_id,
+        deadline_ms=int(frame.header["deadline_ms"]),
+        function_name=str(init["function_name"]),
+        function_version=str(init["function_version"]),
+        memory_limit_in_mb=int(init["memory_limit_in_mb"]),
+        log_stream_name=stream,
+    )
+    try:
+        event = json.loads(frame.body) if frame.body else None
+    except ValueError as exc:
+        error = _error(request_id, "Runtime.UnmarshalError", f"Unable to parse event: {exc}", [])
+        channel.send(protocol.ERROR, error)
+        return
+    pid = os.getpid()
+    try:
+        result = handler(event, context)
+    except Exception as exc:
+        if os.getpid() != pid:
+            os._exit(1)  # a fork the handler made must never answer for the runtime
+        error = _error(request_id, type(exc).__name__, str(exc), _user_trace(exc.__traceback__))
+        channel.send(protocol.ERROR, error)
+        return
+    if os.getpid() != pid:
+        os._exit(0)
+    try:
+        body = json.dumps(result, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        message = f"Unable to marshal response: {exc}"
+        channel.send(protocol.ERROR, _error(request_id, "Runtime.MarshalError", message, []))
+        return
+    channel.send(protocol.RESULT, {"id": request_id}, body)
+
+
+def run(channel_fd: int, task_root: str) -> int:
+    """Serve the channel until the worker closes it; returns the exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.dont_write_bytecode = True  # the code is read-only; don't even try
+    sys.argv = [""]  # not the zygote's command line
+    channel = Channel(socket.socket(fileno=channel_fd))
+    frame = channel.receive()
+    if frame is None:
+        return 0
+    if frame.kind != protocol.INIT:
+        raise protocol.ProtocolError(f"expected {protocol.INIT}, got {frame.kind}")
+    init = frame.header
+    try:
+        handler = load_handler(str(init["handler"]), task_root)
+    except InitFailure as failure:
+        header = {"error_type": failure.error_type, "message": failure.message}
+        channel.send(protocol.INIT_ERROR, {**header, "traceback": failure.trace})
+        return 1
+    channel.send(protocol.READY, {})
+    stream = log_stream_name(str(init["function_version"]), os.urandom(16).hex(), time.time())
+    while (frame := channel.receive()) is not None:
+        if frame.kind != protocol.INVOKE:
+            raise protocol.ProtocolError(f"unexpected {frame.kind} after init")
+        invoke(channel, handler, frame, init, stream)
+    return 0

@@ -1,0 +1,218 @@
+"""The Python zygote: a pre-initialised root process that forks every instance.
+
+Started by ``wuzhao.sandbox.zygote_launcher`` by exec, with an empty
+environment and no descriptor but its control socket (stdin and stdout are
+/dev/null; stderr is the server's, for the zygote's own failures and for
+sandbox setup failures). It imports everything the sandbox entry and the
+runtime need, then forks one child per spawn request. This is the only module
+that forks; the child's duties are handled in :meth:`Zygote._child`: signal
+handlers and the wakeup fd reset, the control socket closed at once (the
+worker must see EOF when the zygote dies, not when its last child ends),
+``random`` reseeded (``random`` registers that at-fork hook itself), and
+``os._exit`` on every path, so a child never returns into the loop. All
+children share the zygote's hash seed: that is the price of forking.
+
+Control protocol, on a SOCK_SEQPACKET socket, one JSON object per message:
+
+    worker -> zygote  {"op": "spawn", "id", "spec": {SandboxSpec fields},
+                       "cgroups": [cgroup.procs paths], "mountpoint": for the root}
+                      with SCM_RIGHTS [channel, stdout write end, stderr write end]
+    zygote -> worker  {"op": "hello", "pid"}            once, when ready
+                      {"op": "spawned", "id", "pid"}    host pid of the instance
+                      {"op": "failed", "id", "error"}   no process was made
+                      {"op": "exit", "pid", "code", "signal"}  always after "spawned"
+
+EOF on the control socket (the worker closed it or died) makes the zygote
+SIGKILL and reap its children and exit; PR_SET_PDEATHSIG covers a worker that
+dies before the socket is noticed, and a worker that died before the signal
+was armed left an EOF to read. The command line names nothing of the server
+(no data dir, no pid): an instance can read it from ``/proc/1/cmdline``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import traceback
+from typing import Any, NoReturn
+
+from wuzhao.runtimes.python import bootstrap
+from wuzhao.sandbox import enter, libc, rootfs
+from wuzhao.sandbox.api import CHANNEL_FD, TASK_ROOT, SandboxSpec
+
+MAX_REQUEST = 256 * 1024
+
+
+class Zygote:
+    def __init__(self, control: socket.socket, *, isolate: bool) -> None:
+        self._control = control
+        self._isolate = isolate
+        self.facts = rootfs.probe_host()
+        self._children: set[int] = set()
+        # The zygote's own pid namespace, to return to after each child is
+        # made in a new one (unshare(CLONE_NEWPID) affects the next fork only
+        # until undone).
+        self._pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(control, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+
+    def serve(self) -> None:
+        self._send({"op": "hello", "pid": os.getpid()})
+        while True:
+            for key, _ in self._selector.select():
+                if key.fileobj is self._control:
+                    if not self._handle_request():
+                        return self._shutdown()
+                else:
+                    self._drain_wakeups()
+                    self._reap()
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self._control.send(json.dumps(message).encode())
+
+    def _handle_request(self) -> bool:
+        data, fds, _, _ = socket.recv_fds(self._control, MAX_REQUEST, 3)
+        if not data:
+            return False
+        request: dict[str, Any] = {}
+        try:
+            request = json.loads(data)
+            spec = SandboxSpec(**request["spec"])
+            if len(fds) != 3:
+                raise ValueError(f"expected 3 descriptors, got {len(fds)}")
+            pid = self._fork()
+            if pid == 0:
+                self._child(spec, fds, request["cgroups"], request["mountpoint"])
+            self._children.add(pid)
+            self._send({"op": "spawned", "id": request["id"], "pid": pid})
+        except Exception as exc:
+            self._send({"op": "failed", "id": request.get("id"), "error": repr(exc)})
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return True
+
+    def _fork(self) -> int:
+        if not self._isolate:
+            return os.fork()
+        libc.unshare(libc.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except BaseException:
+            libc.setns(self._pidns, libc.CLONE_NEWPID)
+            raise
+        if pid:
+            libc.setns(self._pidns, libc.CLONE_NEWPID)
+        return pid
+
+    def _child(self, spec: SandboxSpec, fds: list[int], cgroups: list[str], mountpoint: str) -> NoReturn:
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            self._control.close()
+            # Its own process group: the worker's killpg reaches the whole tree
+            # even without a pid namespace (isolate=False).
+            os.setsid()
+            enter.join_cgroups(cgroups)
+            task_root = spec.code_dir
+            if self._isolate:
+                enter.isolate(spec, mountpoint=mountpoint, facts=self.facts)
+                task_root = TASK_ROOT
+            enter.finish(spec, task_root=task_root, channel=fds[0], stdout=fds[1], stderr=fds[2])
+        except BaseException:
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(enter.SETUP_FAILED)
+        os._exit(_run_runtime(task_root))
+
+    def _reap(self) -> None:
+        while self._children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                return
+            self._children.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            exited = code >= 0
+            message = {"op": "exit", "pid": pid, "code": code if exited else None}
+            self._send({**message, "signal": None if exited else -code})
+
+    def _shutdown(self) -> None:
+        for pid in self._children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in self._children:
+            os.waitpid(pid, 0)
+
+
+def _run_runtime(task_root: str) -> int:
+    try:
+        return bootstrap.run(CHANNEL_FD, task_root)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a closed pipe: nothing more to say
+                stream.flush()
+
+
+def _alias_packages(facts: rootfs.HostFacts) -> None:
+    """Give every package imported so far its sandbox location as a second path.
+
+    A package finds its submodules through its own ``__path__``, not
+    ``sys.path`` (``encodings`` looks codecs up lazily; ``json``, ``email``...
+    import parts on demand). The host path stays first for the zygote; inside
+    the sandbox it does not exist and the lookup falls through to the second.
+    Done once here rather than in every child, where touching every module
+    would copy hundreds of pages shared with the zygote.
+    """
+    for module in list(sys.modules.values()):
+        package_path = getattr(module, "__path__", None)
+        if isinstance(package_path, list):
+            inside = [rootfs.sandbox_path(p, facts) for p in package_path]
+            package_path.extend(p for p in inside if p is not None and p not in package_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wuzhao.runtimes.python.zygote")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--no-isolate", action="store_true")
+    args = parser.parse_args(argv)
+    libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.umask(0o022)
+    control = socket.socket(fileno=args.control_fd)
+    zygote = Zygote(control, isolate=not args.no_isolate)
+    if not args.no_isolate:
+        _alias_packages(zygote.facts)
+    # Move everything imported so far out of the collector's reach: a child's
+    # collections then never write to (and copy) the pages it shares with us.
+    gc.freeze()
+    zygote.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The sandbox's root filesystem: a pure mount plan and the executor that applies it.
+
+:func:`plan` turns a spec and the facts of the host (:class:`HostFacts`) into a
+list of small operations, with no I/O, so the layout is table-tested. The root
+is a small tmpfs holding only mountpoints, symlinks and a minimal ``/etc``;
+everything else is a read-only bind or a capped tmpfs:
+
+    /usr            host /usr, read-only (Debian merged-usr: /bin, /lib... are symlinks)
+    /var/lang       the host's Python installation, read-only (as on Lambda)
+    /var/task       the function's code, read-only
+    /etc            passwd, group, hosts, hostname, nsswitch.conf written here;
+                    ssl certs, ld.so.cache bound read-only; localtime a symlink
+    /tmp            tmpfs capped at ``spec.tmp_size_mb`` (the only writable place)
+    /dev            tiny tmpfs, read-only: null zero full random urandom, fd links,
+                    /dev/shm a tiny writable tmpfs
+    /proc           a fresh proc of the instance's pid namespace (no /sys at all)
+
+:func:`apply` runs inside the child's new mount namespace (as root, before
+the identity drop): it makes the whole tree private, so nothing propagates to
+the host, mounts the tmpfs root on ``mountpoint``, applies the plan,
+pivot_roots into it, detaches the old root and seals ``/`` read-only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from wuzhao.sandbox import libc
+from wuzhao.sandbox.api import TASK_ROOT, SandboxSpec
+
+PYTHON_ROOT = "/var/lang"  # where a Python installed outside /usr appears inside
+ROOT_TMPFS = "size=1m,nr_inodes=4096,mode=0755"
+DEV_SIZE = 64 * 1024
+SHM_SIZE = 1024 * 1024
+MB = 1024 * 1024
+
+# Top-level host entries the root mirrors: a symlink is recreated (merged-usr),
+# a real directory is bound read-only.
+USR_ENTRIES = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# Host files and directories under /etc bound read-only when present. Never
+# the whole of /etc/ssl: /etc/ssl/private holds the host's keys.
+ETC_BINDS = ("/etc/ssl/certs", "/etc/ssl/openssl.cnf", "/etc/ld.so.cache")
+DEVICES = ("null", "zero", "full", "random", "urandom")
+DEV_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+}
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the plan needs to know about the host, gathered once by :func:`probe_host`."""
+
+    python_home: str  # real path of sys.base_prefix
+    python_executable: str  # real path of sys.executable (a venv's python is a symlink)
+    usr_links: tuple[tuple[str, str], ...]  # top-level symlinks: ("bin", "usr/bin")
+    usr_dirs: tuple[str, ...]  # top-level library directories that are real dirs
+    etc_binds: tuple[str, ...]  # the ETC_BINDS present on the host
+    localtime: str | None  # target of the /etc/localtime symlink
+
+
+@dataclass(frozen=True)
+class Bind:
+    source: str  # host path
+    target: str  # path inside the sandbox
+    writable: bool = False
+    nodev: bool = True
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    target: str
+    size_bytes: int
+    mode: int
+    noexec: bool = True
+
+
+@dataclass(frozen=True)
+class ReadOnly:
+    """Remount an already populated mount read-only."""
+
+    target: str
+    noexec: bool = True
+
+
+@dataclass(frozen=True)
+class Proc:
+    target: str
+
+
+@dataclass(frozen=True)
+class Symlink:
+    target: str
+    points_to: str
+
+
+@dataclass(frozen=True)
+class File:
+    target: str
+    content: str
+
+
+Op = Bind | Tmpfs | ReadOnly | Proc | Symlink | File
+
+
+def python_inside(facts: HostFacts) -> str:
+    """Where the host's Python installation appears inside the sandbox."""
+    if _under(facts.python_home, "/usr"):
+        return facts.python_home
+    return PYTHON_ROOT
+
+
+def sandbox_path(host_path: str, facts: HostFacts) -> str | None:
+    """The path inside the sandbox of a host path of the Python installation."""
+    if _under(host_path, facts.python_home):
+        return python_inside(facts) + host_path[len(facts.python_home) :]
+    if _under(host_path, "/usr"):
+        return host_path
+    return None
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _etc_files(hostname: str) -> list[File]:
+    return [
+        File(
+            "/etc/passwd",
+            "root:x:0:0:root:/tmp:/usr/sbin/nologin\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        ),
+        File("/etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+        File(
+            "/etc/hosts",
+            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n",
+        ),
+        File("/etc/hostname", f"{hostname}\n"),
+        File("/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"),
+    ]
+
+
+def plan(spec: SandboxSpec, facts: HostFacts) -> list[Op]:
+    """The mounts, in order, that build the sandbox root for ``spec``."""
+    ops: list[Op] = [Bind("/usr", "/usr")]
+    ops += [Symlink(f"/{name}", target) for name, target in facts.usr_links]
+    ops += [Bind(f"/{name}", f"/{name}") for name in facts.usr_dirs]
+    if not _under(facts.python_home, "/usr"):
+        ops.append(Bind(facts.python_home, PYTHON_ROOT))
+    ops.append(Bind(spec.code_dir, TASK_ROOT))
+    ops += _etc_files(spec.hostname)
+    ops += [Bind(path, path) for path in facts.etc_binds]
+    if facts.localtime is not None:
+        ops.append(Symlink("/etc/localtime", facts.localtime))
+    ops.append(Tmpfs("/tmp", spec.tmp_size_mb * MB, 0o1777, noexec=False))
+    ops.append(Tmpfs("/dev", DEV_SIZE, 0o755))
+    ops += [Bind(f"/dev/{name}", f"/dev/{name}", writable=True, nodev=False) for name in DEVICES]
+    ops += [Symlink(f"/dev/{name}", target) for name, target in DEV_LINKS.items()]
+    ops.append(Tmpfs("/dev/shm", SHM_SIZE, 0o1777))
+    ops.append(ReadOnly("/dev"))
+    ops.append(Proc("/proc"))
+    return ops
+
+
+def probe_host() -> HostFacts:
+    """Gather :class:`HostFacts` (done once, in the zygote, before any fork)."""
+    links: list[tuple[str, str]] = []
+    dirs: list[str] = []
+    for name in USR_ENTRIES:
+        path = f"/{name}"
+        if os.path.islink(path):
+            links.append((name, os.readlink(path)))
+        elif os.path.isdir(path):
+            dirs.append(name)
+    localtime = os.readlink("/etc/localtime") if os.path.islink("/etc/localtime") else None
+    return HostFacts(
+        python_home=os.path.realpath(sys.base_prefix),
+        python_executable=os.path.realpath(sys.executable),
+        usr_links=tuple(links),
+        usr_dirs=tuple(dirs),
+        etc_binds=tuple(p for p in ETC_BINDS if os.path.exists(p)),
+        localtime=localtime,
+    )
+
+
+def _flags(*, readonly: bool = False, nodev: bool = True, noexec: bool = False) -> int:
+    flags = libc.MS_NOSUID
+    if readonly:
+        flags |= libc.MS_RDONLY
+    if nodev:
+        flags |= libc.MS_NODEV
+    if noexec:
+        flags |= libc.MS_NOEXEC
+    return flags
+
+
+def _mountpoint(path: str, *, is_dir: bool) -> None:
+    if is_dir:
+        os.makedirs(path, 0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+
+
+def _apply(op: Op, root: str) -> None:
+    path = root + op.target
+    if isinstance(op, Bind):
+        _mountpoint(path, is_dir=os.path.isdir(op.source))
+        libc.mount(op.source, path, None, libc.MS_BIND)
+        # A bind takes the source's per-mount flags; only a remount sets ours.
+        flags = _flags(readonly=not op.writable, nodev=op.nodev, noexec=op.writable)
+        libc.mount(None, path, None, libc.MS_REMOUNT | libc.MS_BIND | flags)
+    elif isinstance(op, Tmpfs):
+        _mountpoint(path, is_dir=True)
+        data = f"size={op.size_bytes},mode={op.mode:o}"
+        libc.mount("tmpfs", path, "tmpfs", _flags(noexec=op.noexec), data)
+    elif isinstance(op, ReadOnly):
+        flags = libc.MS_REMOUNT | libc.MS_BIND | _flags(readonly=True, noexec=op.noexec)
+        libc.mount(None, path, None, flags)
+    elif isinstance(op, Proc):
+        _mountpoint(path, is_dir=True)
+        libc.mount("proc", path, "proc", _flags(noexec=True))
+    elif isinstance(op, Symlink):
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        os.symlink(op.points_to, path)
+    else:
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, op.content.encode())
+        finally:
+            os.close(fd)
+
+
+def apply(ops: Sequence[Op], mountpoint: str) -> None:
+    """Build the root from ``ops`` on ``mountpoint`` and make it the process's ``/``.
+
+    Must run in a fresh mount namespace of its own: every mount here would
+    otherwise land on the host.
+    """
+    libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+    libc.mount("tmpfs", mountpoint, "tmpfs", _flags(noexec=True), ROOT_TMPFS)
+    for op in ops:
+        _apply(op, mountpoint)
+    # pivot_root(".", ".") stacks the old root on top of the new one; detaching
+    # it leaves the new root alone without needing a directory for the old one.
+    os.chdir(mountpoint)
+    libc.pivot_root(".", ".")
+    libc.umount2(".", libc.MNT_DETACH)
+    os.chdir("/")
+    flags = libc.MS_REMOUNT | libc.MS_BIND | _flags(readonly=True, noexec=True)
+    libc.mount(None, "/", None, flags)

@@ -1,0 +1,429 @@
+"""The worker's side of the zygote: a :class:`~wuzhao.sandbox.api.Launcher`.
+
+The worker (root, asyncio) starts one zygote (``wuzhao.runtimes.python.zygote``)
+by exec, with an empty environment and only its control socket, so the
+process every instance is forked from holds no platform secret. ``launch``
+creates the instance's cgroups, a socketpair (the runtime channel) and two
+pipes (stdout, stderr), hands the child's ends to the zygote with SCM_RIGHTS
+and returns as soon as the zygote reports the host pid. Everything is
+non-blocking: replies arrive through ``loop.add_reader`` on the control
+socket, so this works under uvloop too.
+
+Exit statuses come from the zygote, the instances' parent, which reaps them.
+An instance that could not enter its sandbox exits with
+:data:`SETUP_FAILED`; its traceback is in the server's stderr, never in the
+function's logs. If the zygote dies, its instances die with it (parent-death
+signal), their ``wait`` resolves as killed by SIGKILL and ``launch`` raises
+:class:`~wuzhao.errors.SandboxUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from wuzhao.errors import SandboxUnavailable
+from wuzhao.sandbox.api import ExitStatus, SandboxSpec
+from wuzhao.sandbox.cgroups import CGROUP_ROOT, Cgroup, CgroupTree
+from wuzhao.sandbox.enter import SETUP_FAILED
+
+__all__ = ["SETUP_FAILED", "ZygoteLauncher", "ZygoteProcess", "check_host"]
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 30.0  # the zygote imports its modules before saying hello
+REMOVE_TIMEOUT = 10.0  # rmdir of a cgroup stays EBUSY for ~1 s after an OOM kill
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_SERVER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")
+
+
+def check_host(cgroup_root: Path = CGROUP_ROOT) -> None:
+    """Raise :class:`SandboxUnavailable` saying why this host cannot make sandboxes."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("the server does not run as root (namespaces, mounts and cgroups need it)")
+    missing_ns = [n for n in ("user", "mnt", "pid", "net", "ipc", "uts") if not _exists_ns(n)]
+    if missing_ns:
+        problems.append(f"the kernel lacks namespaces: {', '.join(missing_ns)}")
+    # The instance creates its user namespace after leaving root, so
+    # unprivileged user namespaces must be allowed.
+    if _sysctl("user/max_user_namespaces") == 0:
+        problems.append("user namespaces are disabled (sysctl user.max_user_namespaces=0)")
+    if _sysctl("kernel/unprivileged_userns_clone") == 0:
+        problems.append("unprivileged user namespaces are off (kernel.unprivileged_userns_clone=0)")
+    if _sysctl("kernel/apparmor_restrict_unprivileged_userns") == 1:
+        problems.append(
+            "AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns=1)"
+        )
+    missing = CgroupTree("", cgroup_root).controllers_missing()
+    if missing:
+        problems.append(
+            f"no cgroup v1 {', '.join(missing)} controller under {cgroup_root} "
+            "(cgroup v2-only hosts are not supported yet)"
+        )
+    if problems:
+        raise SandboxUnavailable(
+            "this host cannot run sandboxes: "
+            + "; ".join(problems)
+            + ". For development only, --insecure-no-sandbox runs functions without isolation."
+        )
+
+
+def _exists_ns(name: str) -> bool:
+    return os.path.exists(f"/proc/self/ns/{name}")
+
+
+def _sysctl(name: str) -> int | None:
+    try:
+        return int(Path("/proc/sys", name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class ZygoteProcess:
+    """One instance, as the worker sees it (a :class:`~wuzhao.sandbox.api.SandboxedProcess`)."""
+
+    def __init__(
+        self,
+        launcher: ZygoteLauncher,
+        spec: SandboxSpec,
+        channel: socket.socket,
+        stdout_fd: int,
+        stderr_fd: int,
+        cgroup: Cgroup | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.spec = spec
+        self.cgroup = cgroup
+        self._launcher = launcher
+        self._channel = channel
+        self._stdout_fd = stdout_fd
+        self._stderr_fd = stderr_fd
+        self._spawned: asyncio.Future[int] = loop.create_future()
+        self._exit: asyncio.Future[ExitStatus] = loop.create_future()
+        self._oom: bool | None = None  # remembered at destroy, when the cgroup goes
+        self._destroying: asyncio.Future[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._spawned.result()
+
+    @property
+    def channel(self) -> socket.socket:
+        return self._channel
+
+    @property
+    def stdout_fd(self) -> int:
+        return self._stdout_fd
+
+    @property
+    def stderr_fd(self) -> int:
+        return self._stderr_fd
+
+    def kill(self) -> None:
+        # Once reaped, the pid may belong to someone else: never signal it again.
+        if self._spawned.done() and not self._spawned.exception() and not self._exit.done():
+            # The instance leads its own process group: without a pid
+            # namespace (isolate=False) this still reaches its children.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+
+    async def wait(self) -> ExitStatus:
+        return await asyncio.shield(self._exit)
+
+    def oom_killed(self) -> bool:
+        if self._oom is None:
+            return self.cgroup is not None and self.cgroup.oom_kills() > 0
+        return self._oom
+
+    async def destroy(self) -> None:
+        if self._destroying is None:
+            self._destroying = asyncio.ensure_future(self._destroy())
+        await asyncio.shield(self._destroying)
+
+    async def _destroy(self) -> None:
+        try:
+            await self._spawned
+            self.kill()
+            await self._exit
+        except SandboxUnavailable:
+            pass  # no process was made, or the zygote is gone and took it along
+        self._oom = self.oom_killed()
+        stdout, stderr = partial(os.close, self._stdout_fd), partial(os.close, self._stderr_fd)
+        for close in (self._channel.close, stdout, stderr):
+            try:
+                close()
+            except OSError:
+                # Someone else closed it (a transport that owned the channel):
+                # say so, but the other descriptors and the cgroups must still go.
+                log.exception("instance %s: closing a descriptor failed", self.spec.instance_id)
+        if self.cgroup is not None:
+            await _remove(self.cgroup)
+        self._launcher._forget(self)
+
+
+async def _remove(cgroup: Cgroup) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REMOVE_TIMEOUT
+    while not cgroup.try_remove():
+        if loop.time() > deadline:
+            log.warning("cgroup %s still busy; the next sweep removes it", cgroup.dirs["memory"])
+            return
+        await asyncio.sleep(0.05)
+
+
+class ZygoteLauncher:
+    """Launches instances forked from one pre-initialised Python zygote."""
+
+    def __init__(
+        self, *, state_dir: Path, server_id: str, isolate: bool = True, python: str = sys.executable
+    ) -> None:
+        if not _SERVER_ID.fullmatch(server_id):
+            raise ValueError(f"server id {server_id!r} must match {_SERVER_ID.pattern}")
+        self._mountpoint = Path(state_dir) / "sandbox-root"  # stays empty on the host
+        self._isolate = isolate
+        self._python = python
+        self._cgroups: CgroupTree | None = CgroupTree(f"wuzhao/{server_id}")
+        self._zygote: subprocess.Popen[bytes] | None = None
+        self._control: socket.socket | None = None
+        self._hello: asyncio.Future[int] | None = None
+        self._send_lock = asyncio.Lock()
+        self._launching: dict[str, ZygoteProcess] = {}  # by instance id, until "spawned"
+        self._by_pid: dict[int, ZygoteProcess] = {}  # until "exit"
+        self._live: dict[str, ZygoteProcess] = {}  # until destroyed
+        self._lost = False
+        self._tasks: set[asyncio.Future[None]] = set()  # destroys nobody awaits
+
+    @property
+    def zygote_pid(self) -> int | None:
+        return None if self._zygote is None else self._zygote.pid
+
+    async def start(self) -> None:
+        """Sweep this server's leftovers and start the zygote.
+
+        Run it on the event loop's own thread: the zygote's parent-death signal
+        fires when the *thread* that forked it ends, not the process.
+        """
+        if self._isolate:
+            check_host()
+        await self._prepare_cgroups()
+        self._mountpoint.mkdir(parents=True, exist_ok=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [self._python, "-I", "-m", "wuzhao.runtimes.python.zygote"]
+        argv += ["--control-fd", str(theirs.fileno())]
+        if not self._isolate:
+            argv.append("--no-isolate")
+        with theirs:
+            self._zygote = subprocess.Popen(
+                argv,
+                env={},
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=[theirs.fileno()],
+                start_new_session=True,  # the terminal's ^C is the worker's to handle
+            )
+        ours.setblocking(False)
+        self._control = ours
+        loop = asyncio.get_running_loop()
+        self._hello = loop.create_future()
+        loop.add_reader(ours.fileno(), self._on_control)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._hello), START_TIMEOUT)
+        except (TimeoutError, SandboxUnavailable):
+            await self.close()
+            raise SandboxUnavailable(
+                "the zygote did not start; its error is on the server's stderr"
+            ) from None
+
+    async def _prepare_cgroups(self) -> None:
+        cgroups = self._cgroups
+        assert cgroups is not None
+        try:
+            await asyncio.to_thread(cgroups.sweep)  # leftovers of a crashed run
+            cgroups.create_prefix()
+        except OSError:
+            if self._isolate:
+                raise
+            log.warning("cannot use cgroups here: instances run without resource limits")
+            self._cgroups = None
+
+    async def launch(self, spec: SandboxSpec) -> ZygoteProcess:
+        if self._control is None or self._lost:
+            raise SandboxUnavailable("the zygote is not running")
+        if not _NAME.fullmatch(spec.instance_id):
+            raise ValueError(f"instance id {spec.instance_id!r} must match {_NAME.pattern}")
+        if spec.instance_id in self._launching or spec.instance_id in self._live:
+            raise ValueError(f"instance id {spec.instance_id!r} is in use")
+        if self._isolate and not 0 < spec.uid < 2**32 - 1:
+            raise ValueError(f"uid {spec.uid} is not an unprivileged uid")
+        if not _HOSTNAME.fullmatch(spec.hostname):  # it is written into /etc/hosts
+            raise ValueError(f"hostname {spec.hostname!r} must match {_HOSTNAME.pattern}")
+        cgroup = None
+        if self._cgroups is not None:
+            cgroup = self._cgroups.create(
+                spec.instance_id,
+                memory_mb=spec.memory_mb,
+                cpu_shares=spec.cpu_shares,
+                pids_max=spec.pids_max,
+            )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        for fd in (ours.fileno(), out_r, err_r):
+            os.set_blocking(fd, False)
+        proc = ZygoteProcess(self, spec, ours, out_r, err_r, cgroup)
+        self._launching[spec.instance_id] = proc
+        self._live[spec.instance_id] = proc
+        request = {
+            "op": "spawn",
+            "id": spec.instance_id,
+            "spec": {**vars(spec), "env": dict(spec.env)},
+            "cgroups": [] if cgroup is None else cgroup.procs_files,
+            "mountpoint": str(self._mountpoint),
+        }
+        try:
+            await self._send(json.dumps(request).encode(), [theirs.fileno(), out_w, err_w])
+        except BaseException as exc:
+            self._launching.pop(spec.instance_id, None)
+            if not proc._spawned.done():
+                proc._spawned.set_exception(SandboxUnavailable(f"spawn request failed: {exc}"))
+            await proc.destroy()
+            raise
+        finally:
+            # The zygote holds its own copies now (or never will).
+            theirs.close()
+            os.close(out_w)
+            os.close(err_w)
+        try:
+            await asyncio.shield(proc._spawned)
+        except asyncio.CancelledError:
+            # The zygote may still make the process: destroy it once it does.
+            self._background(proc.destroy())
+            raise
+        except SandboxUnavailable:
+            await proc.destroy()
+            raise
+        return proc
+
+    async def _send(self, data: bytes, fds: list[int]) -> None:
+        control = self._control
+        assert control is not None
+        loop = asyncio.get_running_loop()
+        async with self._send_lock:
+            while True:
+                try:
+                    socket.send_fds(control, [data], fds)
+                    return
+                except BlockingIOError:
+                    writable = loop.create_future()
+                    loop.add_writer(control.fileno(), _settle, writable)
+                    try:
+                        await writable
+                    finally:
+                        loop.remove_writer(control.fileno())
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_control(self) -> None:
+        assert self._control is not None
+        while True:
+            try:
+                data = self._control.recv(65536)
+            except BlockingIOError:
+                return
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                self._on_zygote_lost()
+                return
+            self._dispatch(json.loads(data))
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        op = message["op"]
+        if op == "hello":
+            assert self._hello is not None
+            self._hello.set_result(message["pid"])
+        elif op == "spawned":
+            proc = self._launching.pop(message["id"])
+            self._by_pid[message["pid"]] = proc
+            proc._spawned.set_result(message["pid"])
+        elif op == "failed":
+            proc = self._launching.pop(message["id"])
+            error = SandboxUnavailable(f"the zygote could not launch: {message['error']}")
+            proc._spawned.set_exception(error)
+        elif op == "exit":
+            proc = self._by_pid.pop(message["pid"])
+            if message["code"] == SETUP_FAILED:
+                log.error("instance %s could not enter its sandbox", proc.spec.instance_id)
+            proc._exit.set_result(ExitStatus(message["code"], message["signal"]))
+
+    def _on_zygote_lost(self) -> None:
+        self._lost = True
+        assert self._control is not None
+        asyncio.get_running_loop().remove_reader(self._control.fileno())
+        lost = SandboxUnavailable("the zygote exited")
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(lost)
+        for proc in self._launching.values():
+            proc._spawned.set_exception(lost)
+        self._launching.clear()
+        # Their parent-death signal killed them; make sure of it before saying so.
+        for proc in self._by_pid.values():
+            if proc.cgroup is not None:
+                proc.cgroup.kill_all()
+            proc._exit.set_result(ExitStatus(None, signal.SIGKILL))
+        self._by_pid.clear()
+
+    def _forget(self, proc: ZygoteProcess) -> None:
+        self._live.pop(proc.spec.instance_id, None)
+
+    async def close(self) -> None:
+        """Destroy every instance, stop the zygote, remove this server's cgroups."""
+        live = list(self._live.values())
+        results = await asyncio.gather(*(p.destroy() for p in live), return_exceptions=True)
+        for proc, result in zip(live, results, strict=True):
+            if isinstance(result, Exception):  # the zygote and the sweep below still run
+                log.error("instance %s: destroy failed", proc.spec.instance_id, exc_info=result)
+        if self._control is not None:
+            if not self._lost:
+                asyncio.get_running_loop().remove_reader(self._control.fileno())
+                self._lost = True
+            self._control.close()  # EOF: the zygote kills what is left and exits
+        if self._zygote is not None:
+            await _reap(self._zygote)
+        if self._cgroups is not None:
+            await asyncio.to_thread(self._cgroups.sweep)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _reap(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while process.poll() is None:
+        if loop.time() > deadline:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+            return
+        await asyncio.sleep(0.01)

@@ -1,0 +1,165 @@
+"""Table tests of the sandbox's mount plan: pure, no mounts made."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from wuzhao.sandbox.api import TASK_ROOT, SandboxSpec
+from wuzhao.sandbox.rootfs import (
+    MB,
+    PYTHON_ROOT,
+    Bind,
+    File,
+    HostFacts,
+    Op,
+    Proc,
+    ReadOnly,
+    Symlink,
+    Tmpfs,
+    plan,
+    python_inside,
+    sandbox_path,
+)
+
+PYENV = "/root/.pyenv/versions/3.11.7"
+DEBIAN = HostFacts(
+    python_home=PYENV,
+    python_executable=f"{PYENV}/bin/python3.11",
+    usr_links=(("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")),
+    usr_dirs=(),
+    etc_binds=("/etc/ssl/certs", "/etc/ld.so.cache"),
+    localtime="/usr/share/zoneinfo/Etc/UTC",
+)
+SYSTEM_PYTHON = HostFacts(
+    python_home="/usr",
+    python_executable="/usr/bin/python3.11",
+    usr_links=(),
+    usr_dirs=("bin", "lib"),
+    etc_binds=(),
+    localtime=None,
+)
+SPEC = SandboxSpec(
+    instance_id="i1",
+    code_dir="/data/code/abc",
+    uid=20001,
+    memory_mb=128,
+    cpu_shares=128,
+    tmp_size_mb=64,
+    hostname="fn-host",
+)
+
+
+def targets(ops: Iterable[Op]) -> list[str]:
+    return [op.target for op in ops]
+
+
+def test_usr_and_code_are_read_only_binds() -> None:
+    ops = plan(SPEC, DEBIAN)
+    assert Bind("/usr", "/usr") in ops
+    assert Bind("/data/code/abc", TASK_ROOT) in ops
+    writable = {op.target for op in ops if isinstance(op, Bind) and op.writable}
+    assert writable == {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"}
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        (
+            DEBIAN,
+            [
+                Symlink("/bin", "usr/bin"),
+                Symlink("/sbin", "usr/sbin"),
+                Symlink("/lib", "usr/lib"),
+                Symlink("/lib64", "usr/lib64"),
+            ],
+        ),
+        (SYSTEM_PYTHON, [Bind("/bin", "/bin"), Bind("/lib", "/lib")]),
+    ],
+)
+def test_top_level_library_dirs_follow_the_host(facts: HostFacts, expected: list) -> None:
+    ops = plan(SPEC, facts)
+    tops = [op for op in ops if op.target in ("/bin", "/sbin", "/lib", "/lib64")]
+    assert tops == expected
+
+
+@pytest.mark.parametrize(
+    ("facts", "python_bind"),
+    [(DEBIAN, Bind(PYENV, PYTHON_ROOT)), (SYSTEM_PYTHON, None)],
+)
+def test_python_outside_usr_is_mounted_at_a_neutral_path(facts: HostFacts, python_bind) -> None:
+    binds = [op for op in plan(SPEC, facts) if isinstance(op, Bind) and op.target == PYTHON_ROOT]
+    assert binds == ([python_bind] if python_bind else [])
+
+
+@pytest.mark.parametrize(
+    ("host", "inside"),
+    [
+        (f"{PYENV}/lib/python3.11", "/var/lang/lib/python3.11"),
+        (f"{PYENV}/lib/python3.11/lib-dynload", "/var/lang/lib/python3.11/lib-dynload"),
+        (f"{PYENV}/bin/python3.11", "/var/lang/bin/python3.11"),
+        (PYENV, "/var/lang"),
+        (f"{PYENV}-other/lib", None),  # a sibling install is not the mounted one
+        ("/tmp/venv/lib/python3.11/site-packages", None),
+        ("/work/main/src", None),
+        ("/usr/lib/python3/dist-packages", "/usr/lib/python3/dist-packages"),
+    ],
+)
+def test_host_python_paths_map_into_the_sandbox(host: str, inside: str | None) -> None:
+    assert sandbox_path(host, DEBIAN) == inside
+
+
+def test_system_python_keeps_its_paths() -> None:
+    assert python_inside(SYSTEM_PYTHON) == "/usr"
+    assert sandbox_path("/usr/lib/python3.11", SYSTEM_PYTHON) == "/usr/lib/python3.11"
+
+
+def test_tmp_is_the_capped_writable_tmpfs() -> None:
+    tmpfs = {op.target: op for op in plan(SPEC, DEBIAN) if isinstance(op, Tmpfs)}
+    assert tmpfs["/tmp"] == Tmpfs("/tmp", 64 * MB, 0o1777, noexec=False)
+    assert tmpfs["/dev"].size_bytes <= 1 * MB
+    assert tmpfs["/dev/shm"].size_bytes <= 1 * MB
+
+
+def test_etc_is_written_not_bound() -> None:
+    ops = plan(SPEC, DEBIAN)
+    files = {op.target: op.content for op in ops if isinstance(op, File)}
+    assert set(files) == {
+        "/etc/passwd",
+        "/etc/group",
+        "/etc/hosts",
+        "/etc/hostname",
+        "/etc/nsswitch.conf",
+    }
+    assert files["/etc/hostname"] == "fn-host\n"
+    assert "127.0.0.1\tlocalhost" in files["/etc/hosts"]
+    assert "fn-host" in files["/etc/hosts"]
+    assert files["/etc/passwd"].startswith("root:x:0:0:")
+    assert Bind("/etc/ssl/certs", "/etc/ssl/certs") in ops
+    assert Symlink("/etc/localtime", "/usr/share/zoneinfo/Etc/UTC") in ops
+    assert not any(op.target.startswith("/etc/ssl/private") for op in ops)
+
+
+def test_no_localtime_when_the_host_has_none() -> None:
+    assert "/etc/localtime" not in targets(plan(SPEC, SYSTEM_PYTHON))
+
+
+def test_dev_is_populated_then_sealed_and_proc_is_fresh() -> None:
+    ops = plan(SPEC, DEBIAN)
+    names = targets(ops)
+    dev = names.index("/dev")
+    sealed = ops.index(ReadOnly("/dev"))
+    assert isinstance(ops[dev], Tmpfs)
+    for node in ("/dev/null", "/dev/urandom", "/dev/fd", "/dev/stdout", "/dev/shm"):
+        assert dev < names.index(node) < sealed
+    assert Symlink("/dev/fd", "/proc/self/fd") in ops
+    assert ops[-1] == Proc("/proc")
+    assert not any(t == "/sys" or t.startswith("/sys/") for t in names)
+
+
+def test_every_mount_comes_before_anything_placed_inside_it() -> None:
+    names = targets(op for op in plan(SPEC, DEBIAN) if not isinstance(op, ReadOnly))
+    for i, name in enumerate(names):
+        for parent in names[i + 1 :]:
+            assert not name.startswith(parent + "/"), f"{name} is planned before its parent {parent}"
