@@ -112,7 +112,7 @@ def deploy(http: Http, name: str, source: str = HELLO, **config: object) -> None
 
 def percentile(samples: list[float], p: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def summary(samples: list[float]) -> dict[str, float]:
