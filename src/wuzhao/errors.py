@@ -142,9 +142,8 @@ def _all_subclasses(cls: type[WuzhaoError]) -> list[type[WuzhaoError]]:
 
 # Only classes that declare their own code: InvocationError inherits "InternalError"
 # and must not take that code over from WuzhaoError.
-ERRORS_BY_CODE: dict[str, type[WuzhaoError]] = {
-    cls.code: cls for cls in [WuzhaoError, *_all_subclasses(WuzhaoError)] if "code" in vars(cls)
-}
+_ALL_ERRORS: list[type[WuzhaoError]] = [WuzhaoError, *_all_subclasses(WuzhaoError)]
+ERRORS_BY_CODE: dict[str, type[WuzhaoError]] = {cls.code: cls for cls in _ALL_ERRORS if "code" in vars(cls)}
 
 
 def error_from_body(status: int, body: Any) -> WuzhaoError:

@@ -32,6 +32,8 @@ class Server:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    command_prefix: list[str] = field(default_factory=list)  # e.g. run it in a user namespace
+    extra_args: list[str] = field(default_factory=list)
     _clients: list[httpx.Client] = field(default_factory=list)
 
     @property
@@ -45,7 +47,16 @@ class Server:
     def start(self, timeout: float = 30.0) -> Server:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
             self.process = subprocess.Popen(
-                [*WUZHAO, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+                [
+                    *self.command_prefix,
+                    *WUZHAO,
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    *self.extra_args,
+                ],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -55,9 +55,5 @@ def serve(
         try:
             check_host()
         except SandboxUnavailable as exc:
-            raise click.ClickException(
-                f"this machine cannot run sandboxes: {exc}\n"
-                "wuzhao refuses to run functions without isolation. For development only, "
-                "`wuzhao serve --insecure-no-sandbox` runs them unisolated."
-            ) from None
+            raise click.ClickException(f"{exc}\nwuzhao refuses to run functions without isolation.") from None
     server.run(settings)

@@ -69,7 +69,7 @@ async def get_logs(request: Request) -> Response:
     query = request.query_params
     since = parse_since(query["since"], now=time.time()) if query.get("since") else None
     after = _int(query, "after", None, minimum=0)
-    limit = _int(query, "limit", 100, minimum=1, maximum=1000)
+    limit = _int(query, "limit", 100, minimum=1, maximum=1000) or 100
     await platform.recorder.flush()
     lines = await platform.store.query_logs(namespace, name, since=since, after=after, limit=limit)
     return json_response({"logs": [_line(line) for line in lines], "next": lines[-1].seq if lines else after})

@@ -150,8 +150,9 @@ class SqliteStore:
         return _function(row) if row else None
 
     async def list_functions(self, namespace: str | None = None) -> list[FunctionRecord]:
+        args: tuple[str, ...] = ()
         if namespace is None:
-            query, args = f"SELECT {_FUNCTION_COLUMNS} FROM functions ORDER BY namespace, name", ()
+            query = f"SELECT {_FUNCTION_COLUMNS} FROM functions ORDER BY namespace, name"
         else:
             query = f"SELECT {_FUNCTION_COLUMNS} FROM functions WHERE namespace = ? ORDER BY name"
             args = (namespace,)
@@ -220,8 +221,18 @@ class SqliteStore:
             row = await cur.fetchone()
         if row is None:
             return None
-        error = None if row[9] is None else msgspec.json.decode(row[9])
-        return InvocationRecord(*row[:7], cold_start=bool(row[7]), init_duration_ms=row[8], error=error)
+        return InvocationRecord(
+            id=row[0],
+            namespace=row[1],
+            function=row[2],
+            revision=row[3],
+            status=row[4],
+            started_at=row[5],
+            duration_ms=row[6],
+            cold_start=bool(row[7]),
+            init_duration_ms=row[8],
+            error=None if row[9] is None else msgspec.json.decode(row[9]),
+        )
 
     async def append_logs(self, lines: Sequence[LogLine]) -> None:
         rows = [
