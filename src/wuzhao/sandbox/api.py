@@ -25,6 +25,10 @@ A :class:`Launcher` turns a :class:`SandboxSpec` into a running
 6. ``Launcher.close`` destroys every process it launched and stops the zygote.
    A launcher started on a host with leftovers of a previous run (cgroups of a
    crashed server) removes them in ``start``.
+7. ``freeze`` stops every process of the instance from running (its cgroup is
+   frozen) until ``thaw``; the worker freezes idle instances so that whatever a
+   function left running uses no CPU between calls. ``kill`` works on a frozen
+   instance too. Both are cheap and idempotent.
 
 A launcher built with ``isolate=False`` (``--insecure-no-sandbox``) keeps the
 process model and the cgroups it can get but skips namespaces and identity; it
@@ -79,6 +83,10 @@ class SandboxedProcess(Protocol):
         """Read end of the instance's stderr pipe (non-blocking)."""
 
     def kill(self) -> None: ...
+
+    def freeze(self) -> None: ...
+
+    def thaw(self) -> None: ...
 
     async def wait(self) -> ExitStatus: ...
 

@@ -141,6 +141,17 @@ class ZygoteProcess:
                 os.killpg(self.pid, signal.SIGKILL)
         if self.cgroup is not None:
             self.cgroup.kill_all()
+            # cgroup v1 holds a SIGKILL for a frozen task until it is thawed.
+            self.thaw()
+
+    def freeze(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.freeze()
+
+    def thaw(self) -> None:
+        if self.cgroup is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.cgroup.thaw()
 
     async def wait(self) -> ExitStatus:
         return await asyncio.shield(self._exit)

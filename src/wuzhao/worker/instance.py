@@ -58,11 +58,16 @@ class Instance:
         self._stopped = asyncio.Event()
 
     def move(self, new: InstanceState) -> None:
+        """Change state. An idle instance is frozen: what the function left running
+        (threads, child processes) gets no CPU until the next call thaws it."""
         if not can_transition(self.state, new):
             raise RuntimeError(f"instance {self.id}: {self.state} -> {new} is not allowed")
+        if self.state is InstanceState.IDLE:
+            self._process.thaw()
         self.state = new
         if new is InstanceState.IDLE:
             self.idle_since = time.monotonic()
+            self._process.freeze()
 
     async def initialize(self, invocation_id: str, timeout_s: float) -> None:
         """Send INIT and wait for READY; init output belongs to the call that caused it."""
