@@ -45,10 +45,17 @@ class Recorder:
         async with self._flush_lock:
             records, self._records = self._records, []
             lines, self._lines = self._lines, []
-            if lines:
-                await self._store.append_logs(lines)
-            if records:
-                await self._store.save_invocations(records)
+            try:
+                if lines:
+                    await self._store.append_logs(lines)
+                    lines = []
+                if records:
+                    await self._store.save_invocations(records)
+            except BaseException:
+                # Keep what was not written, oldest first, for the next flush.
+                self._lines[:0] = lines
+                self._records[:0] = records
+                raise
 
     async def close(self) -> None:
         if self._task is not None:
