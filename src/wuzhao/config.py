@@ -70,6 +70,11 @@ class Settings:
     uid_count: int = _setting(
         65536, "WUZHAO_UID_COUNT", "How many host uids from uid_base instances may use."
     )
+    cpu_hard_limit: bool = _setting(
+        False,
+        "WUZHAO_CPU_HARD_LIMIT",
+        "Cap each instance's CPU in proportion to its memory (1769 MB = one core), not only weight it.",
+    )
     tmp_size_mb: int = _setting(512, "WUZHAO_TMP_SIZE_MB", "Size of each instance's /tmp.")
     pids_max: int = _setting(512, "WUZHAO_PIDS_MAX", "Processes and threads one instance may have.")
     insecure_no_sandbox: bool = _setting(

@@ -54,6 +54,7 @@ class SandboxSpec:
     memory_mb: int
     cpu_shares: int  # cgroup v1 cpu.shares (1024 ~ one core of weight)
     pids_max: int = 256
+    cpu_quota_us: int | None = None  # hard CPU cap per 100 ms period (cfs quota); None: weight only
     tmp_size_mb: int = 512
     hostname: str = "sandbox"
     env: Mapping[str, str] = field(default_factory=dict)

@@ -20,7 +20,7 @@ from wuzhao.config import Settings
 from wuzhao.control.packages import CodePackages
 from wuzhao.domain.functions import FunctionRecord
 from wuzhao.domain.instances import IdleInstance, expired
-from wuzhao.domain.resources import cpu_shares
+from wuzhao.domain.resources import cpu_quota_us, cpu_shares
 from wuzhao.domain.uids import UidPool, UidsExhausted
 from wuzhao.errors import (
     FunctionError,
@@ -198,6 +198,7 @@ class Worker:
                 uid=uid,
                 memory_mb=config.memory_mb,
                 cpu_shares=cpu_shares(config.memory_mb),
+                cpu_quota_us=cpu_quota_us(config.memory_mb) if self._settings.cpu_hard_limit else None,
                 pids_max=self._settings.pids_max,
                 tmp_size_mb=self._settings.tmp_size_mb,
                 env=runtime_environment(record),

@@ -1,6 +1,6 @@
 import pytest
 
-from wuzhao.domain.resources import MB_PER_CORE, SHARES_PER_CORE, cpu_shares
+from wuzhao.domain.resources import MB_PER_CORE, SHARES_PER_CORE, cpu_quota_us, cpu_shares
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,11 @@ def test_shares_grow_with_memory() -> None:
     values = [cpu_shares(mb) for mb in range(128, 10241, 64)]
     assert values == sorted(values)
     assert min(values) >= 2
+
+
+@pytest.mark.parametrize(
+    ("memory_mb", "quota_us"),
+    [(1769, 100_000), (3538, 200_000), (128, 7_236), (10240, 578_858), (1, 1_000)],
+)
+def test_cpu_quota_follows_memory(memory_mb: int, quota_us: int) -> None:
+    assert cpu_quota_us(memory_mb) == quota_us
