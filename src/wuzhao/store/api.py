@@ -19,6 +19,12 @@ Guarantees every store gives:
    was appended after that line.
 5. Batch methods (``save_invocations``, ``append_logs``) write all or nothing.
 6. Keys are stored only as hashes; the store never sees a key's secret.
+7. Published versions and layer versions are immutable and numbered 1, 2, …
+   per function (per layer): ``add_version`` / ``add_layer`` are compare-and-set
+   on the number (``errors.Conflict`` when it is not the next one). Deleting a
+   function deletes its versions and aliases with it, in one transaction.
+8. Secrets are stored as the ciphertext they are given; the store never sees a
+   secret's value.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from wuzhao.domain.functions import FunctionRecord
+from wuzhao.domain.functions import FunctionConfig, FunctionRecord
 
 
 class ApiKeyRecord(msgspec.Struct, frozen=True):
@@ -38,6 +44,54 @@ class ApiKeyRecord(msgspec.Struct, frozen=True):
     role: str
     created_at: float
     description: str = ""
+
+
+class NamespaceRecord(msgspec.Struct, frozen=True):
+    name: str
+    created_at: float
+    max_instances: int | None = None  # quota: concurrent instances of the whole namespace
+    max_memory_mb: int | None = None  # quota: sum of memory_mb of its live instances
+
+
+class VersionRecord(msgspec.Struct, frozen=True):
+    """An immutable snapshot of a function's code and configuration."""
+
+    namespace: str
+    function: str
+    version: int
+    config: FunctionConfig
+    code_sha256: str
+    code_size: int
+    description: str
+    created_at: float
+
+
+class AliasRecord(msgspec.Struct, frozen=True):
+    namespace: str
+    function: str
+    name: str
+    version: int
+    additional_version: int | None  # a second version taking ``additional_weight`` of the calls
+    additional_weight: float
+    description: str
+    updated_at: float
+
+
+class LayerRecord(msgspec.Struct, frozen=True):
+    namespace: str
+    name: str
+    version: int
+    code_sha256: str
+    code_size: int
+    description: str
+    created_at: float
+
+
+class SecretRecord(msgspec.Struct, frozen=True):
+    namespace: str
+    name: str
+    ciphertext: bytes
+    updated_at: float
 
 
 class InvocationRecord(msgspec.Struct, frozen=True):
@@ -51,6 +105,7 @@ class InvocationRecord(msgspec.Struct, frozen=True):
     cold_start: bool
     init_duration_ms: float | None = None  # time to start the instance, on cold starts
     error: dict[str, Any] | None = None
+    version: str = "$LATEST"  # which version ran: "$LATEST" or a published number
 
 
 class LogLine(msgspec.Struct, frozen=True):
@@ -76,7 +131,46 @@ class Store(Protocol):
     async def list_functions(self, namespace: str | None = None) -> list[FunctionRecord]:
         """All functions of ``namespace`` (or of every namespace), ordered by name."""
 
-    async def delete_function(self, namespace: str, name: str) -> bool: ...
+    async def delete_function(self, namespace: str, name: str) -> bool:
+        """Delete a function with its versions and aliases; False if there was none."""
+
+    # namespaces
+    async def save_namespace(self, namespace: NamespaceRecord) -> None:
+        """Create or replace a namespace record."""
+
+    async def get_namespace(self, name: str) -> NamespaceRecord | None: ...
+
+    async def list_namespaces(self) -> list[NamespaceRecord]: ...
+
+    async def delete_namespace(self, name: str) -> bool:
+        """Delete a namespace that holds nothing; ``errors.Conflict`` if it holds anything."""
+
+    # versions and aliases
+    async def add_version(self, version: VersionRecord) -> None: ...
+
+    async def list_versions(self, namespace: str, function: str) -> list[VersionRecord]: ...
+
+    async def delete_version(self, namespace: str, function: str, version: int) -> bool: ...
+
+    async def save_alias(self, alias: AliasRecord) -> None: ...
+
+    async def list_aliases(self, namespace: str, function: str) -> list[AliasRecord]: ...
+
+    async def delete_alias(self, namespace: str, function: str, name: str) -> bool: ...
+
+    # layers and secrets
+    async def add_layer(self, layer: LayerRecord) -> None: ...
+
+    async def list_layers(self, namespace: str, name: str | None = None) -> list[LayerRecord]:
+        """Every version of one layer (or of all layers of the namespace), ordered."""
+
+    async def delete_layer(self, namespace: str, name: str, version: int) -> bool: ...
+
+    async def save_secret(self, secret: SecretRecord) -> None: ...
+
+    async def list_secrets(self, namespace: str) -> list[SecretRecord]: ...
+
+    async def delete_secret(self, namespace: str, name: str) -> bool: ...
 
     # API keys
     async def add_key(self, key: ApiKeyRecord) -> None: ...
@@ -84,6 +178,8 @@ class Store(Protocol):
     async def get_key(self, key_id: str) -> ApiKeyRecord | None: ...
 
     async def list_keys(self) -> list[ApiKeyRecord]: ...
+
+    async def delete_key(self, key_id: str) -> bool: ...
 
     # invocations and their output
     async def save_invocations(self, records: Sequence[InvocationRecord]) -> None: ...

@@ -1,0 +1,79 @@
+"""The one SQLite connection of the embedded store, and its transactions.
+
+aiosqlite runs every statement on one dedicated thread, so the event loop never
+blocks on disk. The connection is shared, so every write holds ``_write_lock``
+for its whole transaction: otherwise a coroutine could slip its statement into
+another's open transaction between two awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from wuzhao.store.sqlite.schema import SCHEMA
+
+
+class Connection:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self._path, isolation_level=None)
+        # WAL lets readers proceed during a write; synchronous=FULL makes every
+        # commit durable on disk before it returns (the contract's point 1).
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=FULL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.executescript(SCHEMA)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, immediate: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction; commits on success, rolls back on any error."""
+        db = self.db
+        async with self._write_lock:
+            await db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def execute(self, statement: str, args: Sequence[Any] = ()) -> int:
+        """One write statement in its own transaction; returns the rows it changed."""
+        async with self.transaction() as db, db.execute(statement, args) as cur:
+            return int(cur.rowcount)
+
+    async def execute_many(self, statement: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            async with self.transaction() as db:
+                await db.executemany(statement, rows)
+
+    async def fetch_one(self, query: str, args: Sequence[Any] = ()) -> Any:
+        async with self.db.execute(query, args) as cur:
+            return await cur.fetchone()
+
+    async def fetch_all(self, query: str, args: Sequence[Any] = ()) -> list[Any]:
+        async with self.db.execute(query, args) as cur:
+            return list(await cur.fetchall())
