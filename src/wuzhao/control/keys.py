@@ -58,6 +58,20 @@ class KeyRing:
             return None
         return record
 
+    async def create(self, namespace: str, role: str, description: str = "") -> tuple[str, ApiKeyRecord]:
+        """Issue a key; the returned string is the only time its secret exists outside the caller."""
+        key, key_id = new_key()
+        record = await self._add(key, key_id, role, namespace=namespace, description=description)
+        return key, record
+
+    async def all(self) -> list[ApiKeyRecord]:
+        return await self._store.list_keys()
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke at once: the next request with this key is refused."""
+        self._cache.pop(key_id, None)
+        return await self._store.delete_key(key_id)
+
     async def ensure_admin_key(self, data_dir: Path) -> tuple[Path, bool]:
         """Make sure ``<data_dir>/admin.key`` exists and is a valid admin key.
 
@@ -81,13 +95,22 @@ class KeyRing:
         os.chmod(path, 0o600)
         return path, True
 
-    async def _add(self, key: str, key_id: str, role: str) -> None:
+    async def _add(
+        self,
+        key: str,
+        key_id: str,
+        role: str,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        description: str = "created by wuzhao serve",
+    ) -> ApiKeyRecord:
         record = ApiKeyRecord(
             key_id=key_id,
             secret_hash=hash_key(key),
-            namespace=DEFAULT_NAMESPACE,
+            namespace=namespace,
             role=role,
             created_at=time.time(),
-            description="created by wuzhao serve",
+            description=description,
         )
         await self._store.add_key(record)
+        return record

@@ -12,6 +12,7 @@ import enum
 import re
 from dataclasses import dataclass
 
+from wuzhao.domain.functions import FunctionConfig
 from wuzhao.errors import BadRequest
 
 LATEST = "$LATEST"
@@ -96,3 +97,23 @@ def routing_from_weights(version: int, weights: dict[str, float] | None, existin
     if not 0.0 < weight < 1.0:
         raise BadRequest(f"weight {weight} must be between 0 and 1 (exclusive)", field="routing")
     return Routing(version, additional, weight)
+
+
+@dataclass(frozen=True)
+class Executable:
+    """Exactly what one call runs: a function's code and configuration at one version.
+
+    Instances are pooled by ``pool_key``; for ``$LATEST`` a higher ``revision``
+    replaces the pool (the working copy changed), published versions never change.
+    """
+
+    namespace: str
+    function: str
+    version: str  # "$LATEST" or a published version number, as text
+    revision: int  # revision of $LATEST this was taken from (0 for published versions)
+    config: FunctionConfig
+    code_sha256: str
+
+    @property
+    def pool_key(self) -> tuple[str, str, str]:
+        return (self.namespace, self.function, self.version)

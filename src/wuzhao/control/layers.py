@@ -1,0 +1,95 @@
+"""Layers: versioned zips of shared code that functions mount read-only under ``/opt``.
+
+A layer version is stored like a code package (content-addressed, once per
+node) and is immutable. A function names the exact versions it uses
+(``"name:version"``), so publishing a new layer version changes no running
+function until it is redeployed with the new reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from wuzhao.control.packages import CodePackages
+from wuzhao.domain.functions import check_name
+from wuzhao.errors import BadRequest, NotFound
+from wuzhao.store.api import LayerRecord, Store
+
+MAX_LAYERS = 5  # as on Lambda
+_REFERENCE = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63}):([1-9][0-9]{0,8})\Z")
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    name: str
+    version: int
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+def parse_layer_refs(refs: list[str]) -> list[LayerRef]:
+    if len(refs) > MAX_LAYERS:
+        raise BadRequest(f"a function uses at most {MAX_LAYERS} layers", field="layers")
+    parsed = []
+    for ref in refs:
+        match = _REFERENCE.match(ref)
+        if not match:
+            raise BadRequest(f"layer reference {ref!r} must look like name:version", field="layers")
+        parsed.append(LayerRef(match.group(1), int(match.group(2))))
+    if len({r.name for r in parsed}) != len(parsed):
+        raise BadRequest("a layer can be used only once per function", field="layers")
+    return parsed
+
+
+class Layers:
+    def __init__(
+        self, store: Store, packages: CodePackages, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._packages = packages
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    async def push(self, namespace: str, name: str, data: bytes, description: str = "") -> LayerRecord:
+        check_name(name, what="layer")
+        package = await asyncio.to_thread(self._packages.add, data)
+        async with self._lock:  # numbering is compare-and-set in the store; serialise our own pushes
+            versions = await self._store.list_layers(namespace, name)
+            record = LayerRecord(
+                namespace=namespace,
+                name=name,
+                version=versions[-1].version + 1 if versions else 1,
+                code_sha256=package.sha256,
+                code_size=package.size,
+                description=description,
+                created_at=self._clock(),
+            )
+            await self._store.add_layer(record)
+        return record
+
+    async def versions(self, namespace: str, name: str | None = None) -> list[LayerRecord]:
+        layers = await self._store.list_layers(namespace, name)
+        if name is not None and not layers:
+            raise NotFound(f"layer {name!r} does not exist")
+        return layers
+
+    async def delete(self, namespace: str, name: str, version: int) -> None:
+        if not await self._store.delete_layer(namespace, name, version):
+            raise NotFound(f"layer {name}:{version} does not exist")
+
+    async def resolve(self, namespace: str, refs: list[str]) -> list[LayerRecord]:
+        """The stored layer versions a function's ``layers`` names; 400 for any that is missing."""
+        resolved = []
+        for ref in parse_layer_refs(refs):
+            match = [
+                v for v in await self._store.list_layers(namespace, ref.name) if v.version == ref.version
+            ]
+            if not match:
+                raise BadRequest(f"layer {ref} does not exist", field="layers")
+            resolved.append(match[0])
+        return resolved
