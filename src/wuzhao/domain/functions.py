@@ -59,10 +59,11 @@ class FunctionRecord(msgspec.Struct, frozen=True):
     updated_at: float
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, *, what: str = "function") -> str:
+    """Names of functions, namespaces and layers share one pattern."""
     if not _NAME_RE.match(name):
         raise BadRequest(
-            f"function name {name!r} is invalid: use 1-64 characters of a-z, 0-9, '-' and '_', "
+            f"{what} name {name!r} is invalid: use 1-64 characters of a-z, 0-9, '-' and '_', "
             "starting with a letter or digit",
             field="name",
         )
