@@ -10,11 +10,13 @@ the body back to the same class, so a caller can ``except NotFound``.
     │   ├── InvalidJSON              (400 InvalidJSON)
     │   └── InvalidCode              (400 InvalidCode: bad zip, missing handler file)
     ├── Unauthorized                 (401 Unauthorized)
+    ├── Forbidden                    (403 Forbidden: the key's role does not allow it)
     ├── NotFound                     (404 NotFound)
     ├── MethodNotAllowed             (405 MethodNotAllowed)
     ├── Conflict                     (409 Conflict)
     ├── PayloadTooLarge              (413 PayloadTooLarge)
     ├── Throttled                    (429 Throttled)
+    ├── QuotaExceeded                (429 QuotaExceeded: the namespace's quota is used up)
     ├── ServiceUnavailable           (503 ServiceUnavailable: shutting down)
     └── InvocationError              an invocation failed; carries X-Wuzhao-Function-Error
         ├── FunctionError            (500: the handler raised)
@@ -68,6 +70,11 @@ class Unauthorized(WuzhaoError):
     code = "Unauthorized"
 
 
+class Forbidden(WuzhaoError):
+    status = 403
+    code = "Forbidden"
+
+
 class NotFound(WuzhaoError):
     status = 404
     code = "NotFound"
@@ -91,6 +98,11 @@ class PayloadTooLarge(WuzhaoError):
 class Throttled(WuzhaoError):
     status = 429
     code = "Throttled"
+
+
+class QuotaExceeded(WuzhaoError):
+    status = 429
+    code = "QuotaExceeded"
 
 
 class ServiceUnavailable(WuzhaoError):
