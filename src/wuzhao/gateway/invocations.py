@@ -17,6 +17,7 @@ from wuzhao.gateway.responses import iso, json_response
 from wuzhao.store.api import LogLine
 
 INVOCATION_LOG_TAIL = 100
+MAX_SEQ = 2**63 - 1  # log sequence numbers are SQLite integers
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -68,7 +69,7 @@ async def get_logs(request: Request) -> Response:
     platform.registry.get(namespace, name)  # 404 for an unknown function
     query = request.query_params
     since = parse_since(query["since"], now=time.time()) if query.get("since") else None
-    after = _int(query, "after", None, minimum=0)
+    after = _int(query, "after", None, minimum=0, maximum=MAX_SEQ)
     limit = _int(query, "limit", 100, minimum=1, maximum=1000) or 100
     await platform.recorder.flush()
     lines = await platform.store.query_logs(namespace, name, since=since, after=after, limit=limit)

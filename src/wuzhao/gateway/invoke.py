@@ -28,6 +28,8 @@ async def invoke(request: Request) -> Response:
             msgspec.json.decode(event)
         except msgspec.DecodeError as exc:
             raise InvalidJSON(f"the event is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidJSON("the event is nested too deeply") from None
     outcome = await platform.worker.invoke(record, event)
     headers = {
         "X-Wuzhao-Invocation-Id": outcome.invocation_id,

@@ -55,3 +55,5 @@ def decode_json(body: bytes, type: Any = Any) -> Any:
         raise BadRequest(f"{message}" + (f" (field {field!r})" if field else ""), field=field) from None
     except msgspec.DecodeError as exc:
         raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJSON("the request body is nested too deeply") from None

@@ -83,6 +83,11 @@ class RuntimeChannel(asyncio.Protocol):
         return future
 
     @property
+    def pending(self) -> int:
+        """Bytes received that do not form a whole frame yet."""
+        return self._decoder.pending
+
+    @property
     def closed(self) -> ChannelClosed | None:
         return self._closed
 

@@ -125,6 +125,10 @@ class Instance:
             frame = await asyncio.wait_for(answer, timeout_s)
         except TimeoutError:
             self._process.kill()
+            if self._channel.pending:  # it began an answer and never finished it
+                raise RuntimeExited(
+                    f"the runtime sent {self._channel.pending} bytes of a frame and stalled"
+                ) from None
             raise Timeout(f"the call timed out after {timeout_s:.2f} seconds") from None
         except ChannelClosed as closed:
             raise await self._crash(closed, during_init=False) from None

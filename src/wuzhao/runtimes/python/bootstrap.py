@@ -122,7 +122,7 @@ def invoke(
     )
     try:
         event = json.loads(frame.body) if frame.body else None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         error = _error(request_id, "Runtime.UnmarshalError", f"Unable to parse event: {exc}", [])
         channel.send(protocol.ERROR, error)
         return
@@ -139,7 +139,7 @@ def invoke(
         os._exit(0)
     try:
         body = json.dumps(result, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         message = f"Unable to marshal response: {exc}"
         channel.send(protocol.ERROR, _error(request_id, "Runtime.MarshalError", message, []))
         return
@@ -152,6 +152,7 @@ def run(channel_fd: int, task_root: str) -> int:
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.dont_write_bytecode = True  # the code is read-only; don't even try
     sys.argv = [""]  # not the zygote's command line
+    sys.orig_argv = [sys.executable]
     channel = Channel(socket.socket(fileno=channel_fd))
     frame = channel.receive()
     if frame is None:
