@@ -186,6 +186,15 @@ def test_deploy_of_settings_only_is_an_update(make_client: Callable[..., Any]) -
     assert (function.created, function["revision"]) == (False, 2)
 
 
+def test_deploy_sends_the_network_mode(make_client: Callable[..., Any]) -> None:
+    client, recorder = make_client(answer(200, {**FUNCTION, "network": "outbound"}))
+
+    function = client.deploy("hello", network="outbound")
+
+    assert json.loads(recorder.last.content) == {"network": "outbound"}
+    assert function["network"] == "outbound"
+
+
 def test_deploy_takes_a_zip_or_a_directory_not_both(make_client: Callable[..., Any], tmp_path: Path) -> None:
     client, _ = make_client()
 

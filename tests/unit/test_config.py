@@ -88,6 +88,20 @@ def test_bad_values_name_the_variable(env: str, raw: str) -> None:
     assert repr(raw) in info.value.message
 
 
+def test_network_allow_is_a_list_of_cidrs() -> None:
+    assert Settings.load(HOME).allowed_networks() == ()
+    settings = Settings.load({**HOME, "WUZHAO_NETWORK_ALLOW": " 10.203.0.0/24, fd00::/8 ,"})
+    assert [str(n) for n in settings.allowed_networks()] == ["10.203.0.0/24", "fd00::/8"]
+
+
+@pytest.mark.parametrize(("raw", "bad"), [("10.0.0.1/24", "10.0.0.1/24"), ("10.0.0.0/8, lan", "lan")])
+def test_a_bad_network_allow_entry_is_named(raw: str, bad: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        Settings.load({**HOME, "WUZHAO_NETWORK_ALLOW": raw})
+    assert info.value.field == "WUZHAO_NETWORK_ALLOW"
+    assert repr(bad) in info.value.message
+
+
 def test_overrides_win_over_the_environment() -> None:
     settings = Settings.load(
         {**HOME, "WUZHAO_PORT": "1111", "WUZHAO_HOST": "0.0.0.0", "WUZHAO_DATA_DIR": "/from/env"},

@@ -32,6 +32,8 @@ STATUSES = {
     "Conflict": 409,
     "PayloadTooLarge": 413,
     "Throttled": 429,
+    "Forbidden": 403,
+    "QuotaExceeded": 429,
     "ServiceUnavailable": 503,
     "FunctionError": 500,
     "InitError": 500,

@@ -42,6 +42,7 @@ class KeyRing:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._cache: dict[str, ApiKeyRecord] = {}
+        self._revocations = 0  # a lookup that a revoke overtook must not fill the cache
 
     async def authenticate(self, key: str) -> ApiKeyRecord | None:
         """The record of a valid key, or None. Never says why a key is refused."""
@@ -50,10 +51,12 @@ class KeyRing:
             return None
         record = self._cache.get(key_id)
         if record is None:
+            revocations = self._revocations
             record = await self._store.get_key(key_id)
             if record is None:
                 return None
-            self._cache[key_id] = record
+            if revocations == self._revocations:
+                self._cache[key_id] = record
         if not hmac.compare_digest(record.secret_hash, hash_key(key)):
             return None
         return record
@@ -70,7 +73,10 @@ class KeyRing:
     async def revoke(self, key_id: str) -> bool:
         """Revoke at once: the next request with this key is refused."""
         self._cache.pop(key_id, None)
-        return await self._store.delete_key(key_id)
+        deleted = await self._store.delete_key(key_id)
+        self._revocations += 1
+        self._cache.pop(key_id, None)
+        return deleted
 
     async def ensure_admin_key(self, data_dir: Path) -> tuple[Path, bool]:
         """Make sure ``<data_dir>/admin.key`` exists and is a valid admin key.

@@ -59,11 +59,10 @@ class Layers:
         check_name(name, what="layer")
         package = await asyncio.to_thread(self._packages.add, data)
         async with self._lock:  # numbering is compare-and-set in the store; serialise our own pushes
-            versions = await self._store.list_layers(namespace, name)
             record = LayerRecord(
                 namespace=namespace,
                 name=name,
-                version=versions[-1].version + 1 if versions else 1,
+                version=await self._store.last_number("layer", namespace, name) + 1,
                 code_sha256=package.sha256,
                 code_size=package.size,
                 description=description,

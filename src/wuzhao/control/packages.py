@@ -1,16 +1,21 @@
 """Code packages, stored content-addressed in the data dir.
 
-A package is kept twice: the zip as uploaded (``packages/<sha256>.zip``, the
-source of truth) and unpacked (``code/<sha256>/``, what sandboxes mount
-read-only). Both are written to a temporary name and renamed into place, so a
-crash never leaves a half-written package under its final name, and two
-functions with the same code share one copy.
+A package is kept three times: the zip as uploaded (``packages/<sha256>.zip``,
+the source of truth), unpacked (``code/<sha256>/``) and as a read-only
+filesystem image of that tree (``images/<sha256>.erofs``, what sandboxes
+mount: a bind of the tree would show its host path inside, see
+``wuzhao.sandbox.images``). All are written to a temporary name and renamed
+into place, so a crash never leaves a half-written package under its final
+name, and two functions with the same code share one copy. The image is made
+at deploy and again at the first cold start if it went missing; on a host
+without mkfs.erofs there is none and sandboxes bind the tree.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import shutil
 import stat
@@ -20,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from wuzhao.errors import InvalidCode, PayloadTooLarge
+from wuzhao.sandbox import images
 
 MAX_ENTRIES = 20_000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,9 +41,10 @@ class CodePackages:
     def __init__(self, root: Path, *, max_bytes: int, max_unpacked_bytes: int) -> None:
         self._zips = root / "packages"
         self._code = root / "code"
+        self._images = root / "images"
         self._max_bytes = max_bytes
         self._max_unpacked = max_unpacked_bytes
-        for directory in (self._zips, self._code):
+        for directory in (self._zips, self._code, self._images):
             directory.mkdir(parents=True, exist_ok=True)
             # Sandboxes run as unprivileged uids: the unpacked tree must be
             # world-readable (never writable) all the way down.
@@ -63,6 +71,10 @@ class CodePackages:
         if not zip_path.exists():
             _write_atomically(zip_path, data)
         self._unpack(sha, zip_path)
+        try:
+            self.code_image(sha)  # now rather than in the first cold start
+        except images.ImageError:
+            log.exception("no image of code package %s yet; the first cold start tries again", sha)
         return PackageInfo(sha, len(data))
 
     def code_dir(self, sha256: str) -> Path:
@@ -71,6 +83,15 @@ class CodePackages:
         if not target.is_dir():
             self._unpack(sha256, self._zips / f"{sha256}.zip")
         return target
+
+    def code_image(self, sha256: str) -> Path | None:
+        """The read-only image of a stored package's code (made if missing); None without mkfs.erofs."""
+        target = self._images / images.code_image_name(sha256)
+        if target.is_file():
+            return target
+        if images.mkfs() is None:
+            return None
+        return images.build(self.code_dir(sha256), target)
 
     def _validate(self, data: bytes) -> set[str]:
         try:

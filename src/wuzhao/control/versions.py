@@ -73,7 +73,7 @@ class Versions:
         record = VersionRecord(
             namespace=namespace,
             function=function,
-            version=versions[-1].version + 1 if versions else 1,
+            version=await self._store.last_number("version", namespace, function) + 1,
             config=latest.config,
             code_sha256=latest.code_sha256,
             code_size=latest.code_size,

@@ -36,7 +36,7 @@ class Qualifier:
 def parse_qualifier(raw: str | None) -> Qualifier:
     if raw is None or raw == "" or raw == LATEST:
         return Qualifier(QualifierKind.LATEST)
-    if raw.isdigit():
+    if _is_number(raw):
         number = int(raw)
         if number < 1:
             raise BadRequest("versions are numbered from 1", field="qualifier")
@@ -46,6 +46,11 @@ def parse_qualifier(raw: str | None) -> Qualifier:
     raise BadRequest(
         f"qualifier {raw!r} is neither $LATEST, a version number nor an alias name", field="qualifier"
     )
+
+
+def _is_number(raw: str) -> bool:
+    # str.isdigit alone also accepts "²" (which int() refuses) and other scripts' digits
+    return raw.isascii() and raw.isdigit()
 
 
 def check_alias_name(name: str) -> str:
@@ -89,7 +94,7 @@ def routing_from_weights(version: int, weights: dict[str, float] | None, existin
     if len(weights) != 1:
         raise BadRequest("an alias routes to at most one additional version", field="routing")
     ((raw, weight),) = weights.items()
-    if not raw.isdigit() or int(raw) not in existing:
+    if not _is_number(raw) or int(raw) not in existing:
         raise BadRequest(f"additional version {raw!r} does not exist", field="routing")
     additional = int(raw)
     if additional == version:

@@ -21,7 +21,8 @@ Guarantees every store gives:
 6. Keys are stored only as hashes; the store never sees a key's secret.
 7. Published versions and layer versions are immutable and numbered 1, 2, …
    per function (per layer): ``add_version`` / ``add_layer`` are compare-and-set
-   on the number (``errors.Conflict`` when it is not the next one). Deleting a
+   on the number (``errors.Conflict`` when it is not the next one); a number
+   once given is never given again, even after its version is deleted. Deleting a
    function deletes its versions and aliases with it, in one transaction.
 8. Secrets are stored as the ciphertext they are given; the store never sees a
    secret's value.
@@ -146,6 +147,10 @@ class Store(Protocol):
         """Delete a namespace that holds nothing; ``errors.Conflict`` if it holds anything."""
 
     # versions and aliases
+    async def last_number(self, kind: str, namespace: str, name: str) -> int:
+        """The highest number ever given to a ``"version"`` of function ``name`` or a
+        ``"layer"`` version of layer ``name`` (0 if none): the next is this + 1."""
+
     async def add_version(self, version: VersionRecord) -> None: ...
 
     async def list_versions(self, namespace: str, function: str) -> list[VersionRecord]: ...

@@ -181,6 +181,23 @@ def test_deploy_rejects_malformed_env(run: Callable[..., Run], tmp_path: Path, b
     assert done.server.requests == []
 
 
+def test_deploy_sends_the_network_mode(run: Callable[..., Run], tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text("")
+
+    done = run(["deploy", str(tmp_path), "-n", "hello", "--network", "outbound"], ok(FUNCTION, 200))
+
+    assert done.result.exit_code == 0, done.result.output
+    assert json.loads(done.request.content)["network"] == "outbound"
+
+
+def test_deploy_rejects_an_unknown_network_mode(run: Callable[..., Run], tmp_path: Path) -> None:
+    done = run(["deploy", str(tmp_path), "-n", "hello", "--network", "inbound"])
+
+    assert done.result.exit_code == 2
+    assert "outbound" in done.result.stderr
+    assert done.server.requests == []
+
+
 def test_invoke_prints_the_result_as_json(run: Callable[..., Run]) -> None:
     done = run(["invoke", "hello", "--data", '{"n": 1.10}'], ok({"ok": True}, **INVOKE_HEADERS))
 

@@ -167,3 +167,97 @@ def test_the_store_never_holds_the_secret(open_store: OpenStore, tmp_path: Path)
     assert hash_key(key).encode() in contents  # we are looking at the right bytes
     assert secret.encode() not in contents
     assert key.encode() not in contents
+
+
+# issuing and revoking
+
+
+class SlowLookups:
+    """A store whose key lookups answer only when let go: a lookup in flight during a revoke."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.read = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        record = await self._store.get_key(key_id)
+        self.read.set()
+        await self.go.wait()
+        return record
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+def test_create_issues_a_key_that_authenticates(open_store: OpenStore) -> None:
+    async def main() -> None:
+        async with open_store() as store:
+            ring = KeyRing(store)
+            key, record = await ring.create("team", "developer", "ci deploys")
+            assert key_id_of(key) == record.key_id
+            assert (record.namespace, record.role, record.description) == ("team", "developer", "ci deploys")
+            assert record.secret_hash == hash_key(key)
+            assert await store.get_key(record.key_id) == record
+            assert await KeyRing(store).authenticate(key) == record  # from the store, not a cache
+            other, _ = await ring.create("default", "invoker")
+            found = await ring.authenticate(other)
+            assert found is not None and (found.namespace, found.role) == ("default", "invoker")
+            assert other != key
+
+    asyncio.run(main())
+
+
+def test_all_never_exposes_a_secret(open_store: OpenStore, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with open_store() as store:
+            ring = KeyRing(store)
+            admin_file, _ = await ring.ensure_admin_key(tmp_path)
+            issued = [
+                admin_file.read_text().strip(),
+                (await ring.create("team", "developer"))[0],
+                (await ring.create("team", "invoker", "robot"))[0],
+            ]
+            listed = await ring.all()
+            assert sorted(r.key_id for r in listed) == sorted(key_id_of(k) for k in issued)
+            shown = repr(listed)
+            for key in issued:
+                assert key not in shown
+                assert key.split("_", 2)[2] not in shown
+
+    asyncio.run(main())
+
+
+def test_revoke_refuses_the_key_at_once(open_store: OpenStore) -> None:
+    async def main() -> None:
+        async with open_store() as store:
+            ring = KeyRing(store)
+            key, record = await ring.create("team", "developer")
+            kept, _ = await ring.create("team", "developer")
+            assert await ring.authenticate(key) == record  # now cached
+            assert await ring.authenticate(key) == record
+            assert await ring.revoke(record.key_id) is True
+            assert await ring.authenticate(key) is None
+            assert await store.get_key(record.key_id) is None
+            assert await ring.revoke(record.key_id) is False
+            assert await ring.revoke("never-issued") is False
+            assert await ring.authenticate(kept) is not None
+            assert [r.key_id for r in await ring.all()] == [key_id_of(kept)]
+
+    asyncio.run(main())
+
+
+def test_a_lookup_in_flight_during_a_revoke_does_not_bring_the_key_back(open_store: OpenStore) -> None:
+    async def main() -> None:
+        async with open_store() as store:
+            key, record = await KeyRing(store).create("team", "developer")
+            slow = SlowLookups(store)
+            ring = KeyRing(slow)  # type: ignore[arg-type]
+            in_flight = asyncio.create_task(ring.authenticate(key))
+            await slow.read.wait()  # the lookup has read the record before the revoke
+            assert await ring.revoke(record.key_id) is True
+            slow.go.set()
+            await in_flight  # began before the revoke: may still pass, once
+            assert await ring.authenticate(key) is None
+
+    asyncio.run(main())

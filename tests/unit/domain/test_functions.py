@@ -112,6 +112,27 @@ def test_env_value_with_a_nul_byte_is_refused() -> None:
     assert info.value.field == "env.OK"
 
 
+def test_network_defaults_to_none_and_is_kept_by_updates() -> None:
+    assert merge_config(None, FunctionUpdate()).network == "none"
+    outbound = merge_config(None, FunctionUpdate(network="outbound"))
+    assert outbound.network == "outbound"
+    assert merge_config(outbound, FunctionUpdate(memory_mb=256)).network == "outbound"
+    assert merge_config(outbound, FunctionUpdate(network="none")).network == "none"
+
+
+@pytest.mark.parametrize("mode", ["", "None", "OUTBOUND", "inbound", "host", "outbound ", "all"])
+def test_unknown_network_modes_are_refused(mode: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        merge_config(None, FunctionUpdate(network=mode))
+    assert info.value.field == "network"
+    assert "none, outbound" in info.value.message
+
+
+def test_network_of_another_type_is_refused_when_decoded() -> None:
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.network"):
+        msgspec.json.decode(b'{"network": 1}', type=FunctionUpdate)
+
+
 def test_a_reserved_name_in_the_current_env_is_caught_too() -> None:
     # Validation applies to the merged result, not just the update.
     with pytest.raises(BadRequest):

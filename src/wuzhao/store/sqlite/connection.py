@@ -16,6 +16,7 @@ from typing import Any
 
 import aiosqlite
 
+from wuzhao.errors import Conflict
 from wuzhao.store.sqlite.schema import SCHEMA
 
 
@@ -69,6 +70,30 @@ class Connection:
         if rows:
             async with self.transaction() as db:
                 await db.executemany(statement, rows)
+
+    async def last_number(self, kind: str, namespace: str, name: str) -> int:
+        row = await self.fetch_one(
+            "SELECT last FROM numbering WHERE kind = ? AND namespace = ? AND name = ?",
+            (kind, namespace, name),
+        )
+        return int(row[0]) if row else 0
+
+    async def _take_number(
+        self, db: aiosqlite.Connection, kind: str, namespace: str, name: str, number: int
+    ) -> None:
+        """Inside a write transaction: claim ``number`` if it is the next one, else Conflict."""
+        async with db.execute(
+            "SELECT last FROM numbering WHERE kind = ? AND namespace = ? AND name = ?",
+            (kind, namespace, name),
+        ) as cur:
+            row = await cur.fetchone()
+        last = int(row[0]) if row else 0
+        if number != last + 1:
+            raise Conflict(f"{kind} {number} of {name!r} is not the next number ({last + 1})")
+        await db.execute(
+            "INSERT OR REPLACE INTO numbering (kind, namespace, name, last) VALUES (?, ?, ?, ?)",
+            (kind, namespace, name, number),
+        )
 
     async def fetch_one(self, query: str, args: Sequence[Any] = ()) -> Any:
         async with self.db.execute(query, args) as cur:

@@ -64,6 +64,11 @@ class FunctionTables(Connection):
         async with self.transaction() as db:
             await db.execute("DELETE FROM versions WHERE namespace = ? AND function = ?", (namespace, name))
             await db.execute("DELETE FROM aliases WHERE namespace = ? AND function = ?", (namespace, name))
+            # A function made again under the same name starts its versions at 1.
+            await db.execute(
+                "DELETE FROM numbering WHERE kind = 'version' AND namespace = ? AND name = ?",
+                (namespace, name),
+            )
             async with db.execute(
                 "DELETE FROM functions WHERE namespace = ? AND name = ?", (namespace, name)
             ) as cur:
@@ -73,15 +78,7 @@ class FunctionTables(Connection):
 
     async def add_version(self, version: VersionRecord) -> None:
         async with self.transaction(immediate=True) as db:
-            async with db.execute(
-                "SELECT COALESCE(MAX(version), 0) FROM versions WHERE namespace = ? AND function = ?",
-                (version.namespace, version.function),
-            ) as cur:
-                (latest,) = await cur.fetchone()  # type: ignore[misc]
-            if version.version != latest + 1:
-                raise Conflict(
-                    f"version {version.version} of {version.function!r} is not the next one ({latest + 1})"
-                )
+            await self._take_number(db, "version", version.namespace, version.function, version.version)
             await db.execute(
                 f"INSERT INTO versions ({_VERSION}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (

@@ -65,6 +65,15 @@ CREATE TABLE IF NOT EXISTS secrets (
     updated_at REAL NOT NULL,
     PRIMARY KEY (namespace, name)
 );
+-- The highest number ever given per (kind, namespace, name): a deleted version or
+-- layer version never frees its number, so "lib:2" always means the same code.
+CREATE TABLE IF NOT EXISTS numbering (
+    kind TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    last INTEGER NOT NULL,
+    PRIMARY KEY (kind, namespace, name)
+);
 CREATE TABLE IF NOT EXISTS invocations (
     id TEXT PRIMARY KEY,
     namespace TEXT NOT NULL,

@@ -69,13 +69,7 @@ class TenancyTables(Connection):
 
     async def add_layer(self, layer: LayerRecord) -> None:
         async with self.transaction(immediate=True) as db:
-            async with db.execute(
-                "SELECT COALESCE(MAX(version), 0) FROM layers WHERE namespace = ? AND name = ?",
-                (layer.namespace, layer.name),
-            ) as cur:
-                (latest,) = await cur.fetchone()  # type: ignore[misc]
-            if layer.version != latest + 1:
-                raise Conflict(f"version {layer.version} of layer {layer.name!r} is not the next one")
+            await self._take_number(db, "layer", layer.namespace, layer.name, layer.version)
             await db.execute(
                 f"INSERT INTO layers ({_LAYER}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
