@@ -172,6 +172,7 @@ class Client:
         timeout_s: int | None = None,
         env: Mapping[str, str] | None = None,
         runtime: str | None = None,
+        network: str | None = None,
     ) -> Deployment:
         """Create or update function ``name``; return its function object.
 
@@ -190,6 +191,7 @@ class Client:
             "memory_mb": memory_mb,
             "timeout_s": timeout_s,
             "env": dict(env) if env is not None else None,
+            "network": network,
             "code": base64.b64encode(code_zip).decode("ascii") if code_zip is not None else None,
         }
         body = {key: value for key, value in fields.items() if value is not None}

@@ -9,6 +9,7 @@ environment as a mapping, so tests never touch the real one.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,9 +78,32 @@ class Settings:
     )
     tmp_size_mb: int = _setting(512, "WUZHAO_TMP_SIZE_MB", "Size of each instance's /tmp.")
     pids_max: int = _setting(512, "WUZHAO_PIDS_MAX", "Processes and threads one instance may have.")
+    network_allow: str = _setting(
+        "",
+        "WUZHAO_NETWORK_ALLOW",
+        "Comma-separated CIDRs (e.g. 10.20.0.0/16) that functions with network `outbound` may reach "
+        "although they are private, link-local or otherwise blocked. The server's own addresses stay "
+        "unreachable.",
+    )
     insecure_no_sandbox: bool = _setting(
         False, "WUZHAO_INSECURE_NO_SANDBOX", "Development only: run functions without namespaces."
     )
+
+    def __post_init__(self) -> None:
+        self.allowed_networks()  # a bad entry stops the server at start
+
+    def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``network_allow`` parsed; BadRequest naming the variable and the entry."""
+        networks = []
+        for item in filter(None, (part.strip() for part in self.network_allow.split(","))):
+            try:
+                networks.append(ipaddress.ip_network(item))
+            except ValueError as exc:
+                raise BadRequest(
+                    f"WUZHAO_NETWORK_ALLOW: {item!r} is not a network in CIDR notation ({exc})",
+                    field="WUZHAO_NETWORK_ALLOW",
+                ) from None
+        return tuple(networks)
 
     @classmethod
     def load(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -126,7 +150,7 @@ def reference_table() -> str:
     """The Markdown table of every setting (the body of docs/config.md)."""
     rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(Settings):
-        default = "see meaning" if f.default is None else f"`{f.default}`"
+        default = "see meaning" if f.default is None else f"`{f.default}`" if f.default != "" else "empty"
         rows.append(f"| `{f.name}` | `{f.metadata['env']}` | {default} | {f.metadata['doc']} |")
     return "\n".join(rows) + "\n"
 

@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from wuzhao.config import Settings
 from wuzhao.control.functions import FunctionRegistry
 from wuzhao.control.keys import KeyRing
+from wuzhao.control.layers import Layers
+from wuzhao.control.namespaces import Namespaces
 from wuzhao.control.packages import CodePackages
+from wuzhao.control.secrets import Secrets, load_or_create_key
+from wuzhao.control.versions import Versions
 from wuzhao.observe.recorder import Recorder
 from wuzhao.sandbox.api import Launcher
 from wuzhao.store.api import Store
@@ -29,7 +33,11 @@ class Platform:
     settings: Settings
     store: Store
     keys: KeyRing
+    namespaces: Namespaces
     registry: FunctionRegistry
+    versions: Versions
+    layers: Layers
+    secrets: Secrets
     recorder: Recorder
     launcher: Launcher
     worker: Worker
@@ -42,12 +50,26 @@ class Platform:
             data, max_bytes=settings.max_code_bytes, max_unpacked_bytes=settings.max_unpacked_code_bytes
         )
         registry = FunctionRegistry(store, packages)
+        versions = Versions(store, registry)
         recorder = Recorder(store)
         if launcher is None:
             launcher = default_launcher(settings)
         worker = Worker(settings, launcher, packages, recorder, registry.get)
         registry.on_change(worker.function_changed)
-        return cls(settings, store, KeyRing(store), registry, recorder, launcher, worker)
+        data.mkdir(parents=True, exist_ok=True)
+        return cls(
+            settings=settings,
+            store=store,
+            keys=KeyRing(store),
+            namespaces=Namespaces(store),
+            registry=registry,
+            versions=versions,
+            layers=Layers(store, packages),
+            secrets=Secrets(store, load_or_create_key(data)),
+            recorder=recorder,
+            launcher=launcher,
+            worker=worker,
+        )
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -58,7 +80,9 @@ class Platform:
             log.warning("created the admin API key; it is in %s (mode 0600)", key_file)
         else:
             log.info("admin API key: %s", key_file)
+        await self.namespaces.load()
         await self.registry.load()
+        await self.versions.load()
         await self.launcher.start()
         self.recorder.start()
         self.worker.start()
@@ -80,4 +104,5 @@ def default_launcher(settings: Settings) -> Launcher:
         state_dir=settings.data_dir / "sandbox",
         server_id=server_id,
         isolate=not settings.insecure_no_sandbox,
+        network_allow=settings.allowed_networks(),
     )

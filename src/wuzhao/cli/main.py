@@ -130,6 +130,11 @@ def _parse_env(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     help="Environment variable; repeat for more. Replaces the whole environment.",
 )
 @click.option("--runtime", metavar="RUNTIME", help="Language runtime, e.g. python3.11.")
+@click.option(
+    "--network",
+    type=click.Choice(["none", "outbound"]),
+    help="none: only its own loopback; outbound: connections out to the internet.",
+)
 @click.pass_obj
 def deploy(
     session: Session,
@@ -140,6 +145,7 @@ def deploy(
     timeout_s: int | None,
     env: dict[str, str] | None,
     runtime: str | None,
+    network: str | None,
 ) -> None:
     """Zip DIR and create or update a function from it.
 
@@ -160,6 +166,7 @@ def deploy(
             timeout_s=timeout_s,
             env=env,
             runtime=runtime,
+            network=network,
         )
     click.echo(output.deploy_summary(function, created=function.created))
 

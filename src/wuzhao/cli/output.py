@@ -102,6 +102,7 @@ def function_panel(function: dict[str, Any]) -> Panel:
         ("handler", function["handler"]),
         ("memory", f"{function['memory_mb']} MB"),
         ("timeout", f"{function['timeout_s']} s"),
+        ("network", function.get("network", "none")),
         ("env", "\n".join(f"{key}={value}" for key, value in sorted(env.items())) or "-"),
         ("code", f"{human_size(function['code_size'])}, sha256 {function['code_sha256']}"),
         ("revision", str(function["revision"])),

@@ -15,6 +15,9 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*\Z"
 RUNTIMES = frozenset({"python3.11"})
+# "none": only the instance's own loopback; "outbound": connections out to the
+# internet, never to the host, link-local or private addresses (see sandbox/network.py).
+NETWORK_MODES = ("none", "outbound")
 DEFAULT_NAMESPACE = "default"
 
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -33,6 +36,7 @@ class FunctionUpdate(msgspec.Struct, forbid_unknown_fields=True):
     memory_mb: MemoryMB | None = None
     timeout_s: TimeoutS | None = None
     env: dict[str, str] | None = None
+    network: str | None = None
     code: str | None = None  # base64 of a zip
 
 
@@ -44,6 +48,7 @@ class FunctionConfig(msgspec.Struct, frozen=True):
     memory_mb: int = 128
     timeout_s: int = 30
     env: dict[str, str] = msgspec.field(default_factory=dict)
+    network: str = "none"
 
 
 class FunctionRecord(msgspec.Struct, frozen=True):
@@ -79,11 +84,17 @@ def merge_config(current: FunctionConfig | None, update: FunctionUpdate) -> Func
         memory_mb=update.memory_mb if update.memory_mb is not None else base.memory_mb,
         timeout_s=update.timeout_s if update.timeout_s is not None else base.timeout_s,
         env=update.env if update.env is not None else base.env,
+        network=update.network if update.network is not None else base.network,
     )
     if config.runtime not in RUNTIMES:
         raise BadRequest(
             f"runtime {config.runtime!r} is not supported; supported: {', '.join(sorted(RUNTIMES))}",
             field="runtime",
+        )
+    if config.network not in NETWORK_MODES:
+        raise BadRequest(
+            f"network {config.network!r} is not supported; use one of: {', '.join(NETWORK_MODES)}",
+            field="network",
         )
     for key, value in config.env.items():
         if not _ENV_RE.match(key) or key.startswith(("AWS_", "WUZHAO_", "_")):

@@ -49,6 +49,7 @@ def view(request: Request, record: FunctionRecord) -> dict[str, Any]:
         "memory_mb": config.memory_mb,
         "timeout_s": config.timeout_s,
         "env": config.env,
+        "network": config.network,
         "code_sha256": record.code_sha256,
         "code_size": record.code_size,
         "revision": record.revision,

@@ -101,6 +101,7 @@ def version_view(record: VersionRecord) -> dict[str, Any]:
         "handler": config.handler,
         "memory_mb": config.memory_mb,
         "timeout_s": config.timeout_s,
+        "network": config.network,
         "code_sha256": record.code_sha256,
         "code_size": record.code_size,
         "created_at": iso(record.created_at),

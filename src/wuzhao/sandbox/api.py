@@ -10,7 +10,8 @@ A :class:`Launcher` turns a :class:`SandboxSpec` into a running
    the only writable place, the code is at ``/var/task`` read-only; its
    environment is exactly ``spec.env``; its open descriptors are 0, 1, 2 (stdin
    is /dev/null; stdout and stderr are pipes the worker reads) and the runtime
-   channel at fd 3.
+   channel at fd 3. It has no capability, at most ``spec.nofile`` open files,
+   no core dumps, and runs under the syscall filter of ``wuzhao.sandbox.seccomp``.
 2. ``launch`` returns once the process exists; the runtime then speaks the
    protocol of ``wuzhao.runtimes.protocol`` on ``channel``. Launch does not wait
    for the handler to be imported.
@@ -29,6 +30,17 @@ A :class:`Launcher` turns a :class:`SandboxSpec` into a running
    frozen) until ``thaw``; the worker freezes idle instances so that whatever a
    function left running uses no CPU between calls. ``kill`` works on a frozen
    instance too. Both are cheap and idempotent.
+8. ``network`` is the instance's network mode. ``"none"``: its network
+   namespace has only its own loopback. ``"outbound"``: it can also open TCP
+   and UDP connections (IPv4) to the internet through a user-space network
+   stack outside the sandbox, and can reach neither the host (its loopback,
+   its addresses, so none of the platform's ports) nor link-local, private,
+   shared, multicast or reserved addresses, unless the launcher's allow-list
+   names them (the host's own addresses stay unreachable); connecting to a
+   blocked address fails at once (EHOSTUNREACH) and sends no packet. The
+   function cannot change its routes. ``launch`` of an outbound instance
+   returns once its network is up, so user code never runs before it;
+   ``destroy`` stops the network stack too. ``"none"`` costs nothing extra.
 
 A launcher built with ``isolate=False`` (``--insecure-no-sandbox``) keeps the
 process model and the cgroups it can get but skips namespaces and identity; it
@@ -56,8 +68,13 @@ class SandboxSpec:
     pids_max: int = 256
     cpu_quota_us: int | None = None  # hard CPU cap per 100 ms period (cfs quota); None: weight only
     tmp_size_mb: int = 512
+    nofile: int = 1024  # RLIMIT_NOFILE, soft and hard (as on Lambda)
     hostname: str = "sandbox"
     env: Mapping[str, str] = field(default_factory=dict)
+    network: str = "none"  # "none" or "outbound" (guarantee 8)
+    # An image of code_dir (wuzhao.sandbox.images), mounted instead of binding code_dir
+    # where loop devices work: a bind would show code_dir's host path in /proc/self/mountinfo.
+    code_image: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+CFS_PERIOD_US = 100_000  # the period a hard CPU quota is measured over
 CONTROLLERS = ("memory", "cpu", "pids", "freezer")
 
 
@@ -119,7 +120,9 @@ class CgroupTree:
     def group(self, name: str) -> Cgroup:
         return Cgroup({c: self._base(c) / name for c in CONTROLLERS})
 
-    def create(self, name: str, *, memory_mb: int, cpu_shares: int, pids_max: int) -> Cgroup:
+    def create(
+        self, name: str, *, memory_mb: int, cpu_shares: int, pids_max: int, cpu_quota_us: int | None = None
+    ) -> Cgroup:
         group = self.group(name)
         for path in group.dirs.values():
             path.mkdir(parents=True)
@@ -132,6 +135,9 @@ class CgroupTree:
         if memsw.exists():
             _write(memsw, limit)
         _write(group.dirs["cpu"] / "cpu.shares", str(cpu_shares))
+        if cpu_quota_us is not None:
+            _write(group.dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+            _write(group.dirs["cpu"] / "cpu.cfs_quota_us", str(cpu_quota_us))
         _write(group.dirs["pids"] / "pids.max", str(pids_max))
         return group
 

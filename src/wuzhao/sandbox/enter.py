@@ -13,14 +13,21 @@ for its next child only). Everything here runs in that child, so it must:
 
 1. :func:`join_cgroups` first, so no process of the instance escapes them.
 2. :func:`isolate`: new mount, net, ipc and uts namespaces; the root of
-   ``wuzhao.sandbox.rootfs``; ``lo`` up; hostname; then the identity drop to
-   ``spec.uid`` and a user namespace mapping it to 0, leaving no capability
-   on the host.
+   ``wuzhao.sandbox.rootfs``; ``lo`` up; for an ``outbound`` instance the
+   handshake and routes of ``wuzhao.sandbox.network`` (the worker attaches
+   slirp4netns meanwhile); hostname; then the identity drop to ``spec.uid``
+   and a user namespace mapping it to 0, leaving no capability on the host.
 3. :func:`finish`: parent-death signal (after the last credential change,
    which would clear it), stdio and the channel at 0-3 with every other fd
-   closed, environment exactly ``spec.env``, cwd the task root.
+   closed, environment exactly ``spec.env``, cwd the task root; then the
+   hardening that must come last: ``RLIMIT_NOFILE`` = ``spec.nofile``, no
+   core dumps, not dumpable, and the seccomp filter of
+   ``wuzhao.sandbox.seccomp`` with no_new_privs (compiled once, when the
+   zygote imported this module; a child only loads it).
 
-A seccomp filter, when there is one, goes at the end of :func:`finish`.
+:func:`isolate` ends by dropping every capability (bounding set, ambient,
+effective, permitted, inheritable; securebits ``NOROOT`` locked), so uid 0
+inside has none, not even over its own namespaces.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Sequence
 
-from wuzhao.sandbox import libc, rootfs
+from wuzhao.sandbox import libc, network, rootfs, seccomp
 from wuzhao.sandbox.api import CHANNEL_FD, SandboxSpec
 
 SETUP_FAILED = 125  # exit code of a child that could not enter its sandbox
@@ -41,6 +49,24 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 _IFREQ = struct.Struct("16sH14x")
+
+
+def _last_capability() -> int:
+    """The highest capability number the running kernel knows."""
+    cap = 0
+    while True:
+        try:
+            libc.prctl(libc.PR_CAPBSET_READ, cap + 1)
+        except OSError:  # EINVAL: no such capability
+            return cap
+        cap += 1
+
+
+# Prepared when the zygote imports this module, before any fork, so that a
+# child only acts: the syscall filter (building it costs milliseconds, loading
+# it a tenth of one) and the capability count.
+SECCOMP_FILTER = seccomp.prepare()
+LAST_CAPABILITY = _last_capability()
 
 
 def join_cgroups(procs_files: list[str]) -> None:
@@ -52,11 +78,26 @@ def join_cgroups(procs_files: list[str]) -> None:
             os.close(fd)
 
 
-def isolate(spec: SandboxSpec, *, mountpoint: str, facts: rootfs.HostFacts) -> None:
+def isolate(
+    spec: SandboxSpec,
+    *,
+    mountpoint: str,
+    facts: rootfs.HostFacts,
+    channel: int = -1,
+    routes: Sequence[str] = (),
+) -> None:
+    """Enter the namespaces; ``channel`` and ``routes`` serve an outbound instance's network."""
+    outbound = spec.network == "outbound"
+    libc.unshare(libc.CLONE_NEWCGROUP)  # /proc/self/cgroup shows "/", not the server's groups
     libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWNET | libc.CLONE_NEWIPC | libc.CLONE_NEWUTS)
+    if outbound:
+        network.announce(channel)  # the worker starts slirp4netns while we build the root
     rootfs.apply(rootfs.plan(spec, facts), mountpoint)
     _relocate_python(facts)
+    _show_own_command_line(spec)
     _loopback_up()
+    if outbound:
+        network.seal(channel, routes)
     socket.sethostname(spec.hostname)
     _drop_identity(spec.uid)
 
@@ -77,6 +118,18 @@ def _relocate_python(facts: rootfs.HostFacts) -> None:
     sys.prefix = sys.exec_prefix = sys.base_prefix = sys.base_exec_prefix = inside
     executable = rootfs.sandbox_path(facts.python_executable, facts)
     sys.executable = sys._base_executable = executable or ""  # type: ignore[attr-defined]
+
+
+def _show_own_command_line(spec: SandboxSpec) -> None:
+    """Make /proc/1/cmdline and /proc/1/environ the runtime's, not the zygote's.
+
+    A fork shows its parent's: the zygote's command line names its options
+    (its control fd, the devices of its images) and, without images, the
+    host path of the server's Python. (Not dumpable, the instance cannot read
+    its environ; its cmdline anyone can.)
+    """
+    environ = "".join(f"{name}={value}\0" for name, value in spec.env.items())
+    libc.set_process_strings(os.fsencode(sys.executable) + b"\0", os.fsencode(environ))
 
 
 def _loopback_up() -> None:
@@ -103,6 +156,28 @@ def _drop_identity(uid: int) -> None:
             os.write(fd, content.encode())
         finally:
             os.close(fd)
+    _drop_capabilities()
+
+
+def _drop_capabilities() -> None:
+    """Leave uid 0 inside without any capability, now and after any execve.
+
+    The new user namespace gave the process every capability over the
+    namespaces it owns; they are not needed past this point.
+    """
+    # NOROOT: executing a program as uid 0 grants nothing; locked, like
+    # ambient raising, so that nothing later can undo it.
+    securebits = (
+        libc.SECBIT_NOROOT
+        | libc.SECBIT_NOROOT_LOCKED
+        | libc.SECBIT_NO_CAP_AMBIENT_RAISE
+        | libc.SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED
+    )
+    libc.prctl(libc.PR_SET_SECUREBITS, securebits)
+    for cap in range(LAST_CAPABILITY + 1):
+        libc.prctl(libc.PR_CAPBSET_DROP, cap)
+    libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
+    libc.clear_capabilities()
 
 
 def finish(spec: SandboxSpec, *, task_root: str, channel: int, stdout: int, stderr: int) -> None:
@@ -114,6 +189,18 @@ def finish(spec: SandboxSpec, *, task_root: str, channel: int, stdout: int, stde
     os.environ.clear()
     os.environ.update(spec.env)
     os.chdir(task_root)
+    _limit_resources(spec)
+    # Not dumpable: /proc/1/mem, environ and the like become root's, so no
+    # process the function starts can read them (ptrace is filtered anyway).
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    SECCOMP_FILTER.load()  # last: from here on only what the policy allows
+
+
+def _limit_resources(spec: SandboxSpec) -> None:
+    # After adopt_stdio: a descriptor numbered above the limit must be closed, not kept.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (spec.nofile, spec.nofile))
+    # A core dump of user code could be handed to a host-side handler as root.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def adopt_stdio(*, channel: int, stdout: int, stderr: int) -> None:

@@ -3,12 +3,14 @@
 :func:`plan` turns a spec and the facts of the host (:class:`HostFacts`) into a
 list of small operations, with no I/O, so the layout is table-tested. The root
 is a small tmpfs holding only mountpoints, symlinks and a minimal ``/etc``;
-everything else is a read-only bind or a capped tmpfs:
+everything else is a read-only image, a read-only bind or a capped tmpfs:
 
     /usr            host /usr, read-only (Debian merged-usr: /bin, /lib... are symlinks)
-    /var/lang       the host's Python installation, read-only (as on Lambda)
+    /var/lang       the Python installation, read-only (as on Lambda)
+    /var/runtime    the platform's runtime package the zygote runs from, read-only
     /var/task       the function's code, read-only
-    /etc            passwd, group, hosts, hostname, nsswitch.conf written here;
+    /etc            passwd, group, hosts, hostname, nsswitch.conf written here
+                    (resolv.conf too, naming slirp's DNS, for network "outbound");
                     ssl certs, ld.so.cache bound read-only; localtime a symlink
     /tmp            tmpfs capped at ``spec.tmp_size_mb`` (the only writable place)
     /dev            tiny tmpfs, read-only: null zero full random urandom, fd links,
@@ -19,6 +21,15 @@ everything else is a read-only bind or a capped tmpfs:
 the identity drop): it makes the whole tree private, so nothing propagates to
 the host, mounts the tmpfs root on ``mountpoint``, applies the plan,
 pivot_roots into it, detaches the old root and seals ``/`` read-only.
+
+/var/lang, /var/runtime and /var/task are filesystem images
+(``wuzhao.sandbox.images``) mounted from loop devices (:class:`Images`), so
+``/proc/self/mountinfo`` inside shows ``/`` and ``/dev/loopN`` for them, not
+a host path: a bind shows its source's path within its filesystem. The zygote
+runs from the same images at the same paths (:func:`enter_runtime`), so
+nothing it imported or mapped before the fork names a host path either. On a
+host without loop devices they are binds of the host directories (the
+launcher warns), and /var/runtime is absent.
 """
 
 from __future__ import annotations
@@ -28,10 +39,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wuzhao.sandbox import libc
+from wuzhao.sandbox import libc, network
 from wuzhao.sandbox.api import TASK_ROOT, SandboxSpec
 
 PYTHON_ROOT = "/var/lang"  # where a Python installed outside /usr appears inside
+RUNTIME_ROOT = "/var/runtime"  # where the image of the wuzhao package appears (zygote and sandbox)
+IMAGE_FSTYPE = "erofs"
+ZYGOTE_VAR = "size=64k,nr_inodes=64,mode=0755"  # the tmpfs over /var in the zygote's namespace
+ZYGOTE_MOUNTPOINT = "/var/sandbox-root"  # where, in that namespace, children build their root
 ROOT_TMPFS = "size=1m,nr_inodes=4096,mode=0755"
 DEV_SIZE = 64 * 1024
 SHM_SIZE = 1024 * 1024
@@ -53,8 +68,20 @@ DEV_LINKS = {
 
 
 @dataclass(frozen=True)
+class Images:
+    """Block devices (read-only images, attached by the launcher) mounted instead of binds."""
+
+    lang: str | None = None  # the Python installation, at PYTHON_ROOT
+    runtime: str | None = None  # the wuzhao package, at RUNTIME_ROOT
+    task: str | None = None  # the function's code, at TASK_ROOT (one per instance)
+
+
+@dataclass(frozen=True)
 class HostFacts:
-    """What the plan needs to know about the host, gathered once by :func:`probe_host`."""
+    """What the plan needs to know about the host, gathered once by :func:`probe_host`.
+
+    ``images`` are the zygote's; it adds each instance's code device to them.
+    """
 
     python_home: str  # real path of sys.base_prefix
     python_executable: str  # real path of sys.executable (a venv's python is a symlink)
@@ -62,6 +89,7 @@ class HostFacts:
     usr_dirs: tuple[str, ...]  # top-level library directories that are real dirs
     etc_binds: tuple[str, ...]  # the ETC_BINDS present on the host
     localtime: str | None  # target of the /etc/localtime symlink
+    images: Images = Images()
 
 
 @dataclass(frozen=True)
@@ -105,7 +133,15 @@ class File:
     content: str
 
 
-Op = Bind | Tmpfs | ReadOnly | Proc | Symlink | File
+@dataclass(frozen=True)
+class Image:
+    """Mount a read-only filesystem image from its (loop) block device."""
+
+    device: str
+    target: str
+
+
+Op = Bind | Tmpfs | ReadOnly | Proc | Symlink | File | Image
 
 
 def python_inside(facts: HostFacts) -> str:
@@ -119,6 +155,8 @@ def sandbox_path(host_path: str, facts: HostFacts) -> str | None:
     """The path inside the sandbox of a host path of the Python installation."""
     if _under(host_path, facts.python_home):
         return python_inside(facts) + host_path[len(facts.python_home) :]
+    if _under(host_path, RUNTIME_ROOT):  # an image at the same path in the zygote and inside
+        return host_path if facts.images.runtime is not None else None
     if _under(host_path, "/usr"):
         return host_path
     return None
@@ -150,10 +188,15 @@ def plan(spec: SandboxSpec, facts: HostFacts) -> list[Op]:
     ops: list[Op] = [Bind("/usr", "/usr")]
     ops += [Symlink(f"/{name}", target) for name, target in facts.usr_links]
     ops += [Bind(f"/{name}", f"/{name}") for name in facts.usr_dirs]
+    images = facts.images
     if not _under(facts.python_home, "/usr"):
-        ops.append(Bind(facts.python_home, PYTHON_ROOT))
-    ops.append(Bind(spec.code_dir, TASK_ROOT))
+        ops.append(Image(images.lang, PYTHON_ROOT) if images.lang else Bind(facts.python_home, PYTHON_ROOT))
+    if images.runtime:
+        ops.append(Image(images.runtime, RUNTIME_ROOT))
+    ops.append(Image(images.task, TASK_ROOT) if images.task else Bind(spec.code_dir, TASK_ROOT))
     ops += _etc_files(spec.hostname)
+    if spec.network == "outbound":
+        ops.append(File("/etc/resolv.conf", network.RESOLV_CONF))
     ops += [Bind(path, path) for path in facts.etc_binds]
     if facts.localtime is not None:
         ops.append(Symlink("/etc/localtime", facts.localtime))
@@ -225,6 +268,9 @@ def _apply(op: Op, root: str) -> None:
     elif isinstance(op, Proc):
         _mountpoint(path, is_dir=True)
         libc.mount("proc", path, "proc", _flags(noexec=True))
+    elif isinstance(op, Image):
+        _mountpoint(path, is_dir=True)
+        libc.mount(op.device, path, IMAGE_FSTYPE, _flags(readonly=True))
     elif isinstance(op, Symlink):
         os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
         os.symlink(op.points_to, path)
@@ -255,3 +301,21 @@ def apply(ops: Sequence[Op], mountpoint: str) -> None:
     os.chdir("/")
     flags = libc.MS_REMOUNT | libc.MS_BIND | _flags(readonly=True, noexec=True)
     libc.mount(None, "/", None, flags)
+
+
+def enter_runtime(images: Images) -> None:
+    """Give the zygote, before it execs the runtime's Python, the sandbox's view of the runtime.
+
+    In a mount namespace of its own (private: nothing reaches the host), /var
+    becomes a tiny tmpfs holding the images at PYTHON_ROOT and RUNTIME_ROOT
+    and ZYGOTE_MOUNTPOINT; the host's /var is hidden from the zygote only.
+    Executed from there, the interpreter, its libraries and every module the
+    zygote imports have the paths they have inside a sandbox.
+    """
+    libc.unshare(libc.CLONE_NEWNS)
+    libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+    libc.mount("tmpfs", "/var", "tmpfs", _flags(noexec=True), ZYGOTE_VAR)
+    for device, target in ((images.lang, PYTHON_ROOT), (images.runtime, RUNTIME_ROOT)):
+        if device is not None:
+            _apply(Image(device, target), "")
+    os.mkdir(ZYGOTE_MOUNTPOINT, 0o755)

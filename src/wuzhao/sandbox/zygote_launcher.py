@@ -15,6 +15,22 @@ An instance that could not enter its sandbox exits with
 function's logs. If the zygote dies, its instances die with it (parent-death
 signal), their ``wait`` resolves as killed by SIGKILL and ``launch`` raises
 :class:`~wuzhao.errors.SandboxUnavailable`.
+
+Mounts: at start the launcher makes (once per machine) and attaches to loop
+devices the images of the Python runtime and of the wuzhao package, and each
+code package's image (``spec.code_image``) at its first instance; it holds the
+devices until ``close`` (``wuzhao.sandbox.images.Attached``). The zygote runs
+from those images and its children mount them, so no mount, module or mapped
+file inside a sandbox names a host path. Where images cannot be used (no loop
+devices, no mkfs.erofs) the launcher warns loudly and binds host directories.
+
+Network: an instance whose ``spec.network`` is ``"outbound"`` writes one byte
+on its channel once its network namespace exists; ``launch`` then starts a
+slirp4netns for it (``wuzhao.sandbox.slirp``), waits until slirp configured
+the interface, answers one byte, and only then returns; the child meanwhile
+adds the routes of ``wuzhao.sandbox.network`` (planned here, with the host's
+addresses of the moment and the allow-list) before it drops its identity.
+``destroy`` kills and reaps the slirp4netns. A ``"none"`` instance skips all of it.
 """
 
 from __future__ import annotations
@@ -25,18 +41,22 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from wuzhao.errors import SandboxUnavailable
+from wuzhao.sandbox import images, network, rootfs
 from wuzhao.sandbox.api import ExitStatus, SandboxSpec
 from wuzhao.sandbox.cgroups import CGROUP_ROOT, Cgroup, CgroupTree
 from wuzhao.sandbox.enter import SETUP_FAILED
+from wuzhao.sandbox.slirp import Slirp
 
 __all__ = ["SETUP_FAILED", "ZygoteLauncher", "ZygoteProcess", "check_host"]
 
@@ -44,6 +64,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0  # the zygote imports its modules before saying hello
 REMOVE_TIMEOUT = 10.0  # rmdir of a cgroup stays EBUSY for ~1 s after an OOM kill
+NETWORK_TIMEOUT = 10.0  # an outbound instance's slirp4netns takes ~4 ms to be ready
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _SERVER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")
@@ -115,6 +136,7 @@ class ZygoteProcess:
         self._exit: asyncio.Future[ExitStatus] = loop.create_future()
         self._oom: bool | None = None  # remembered at destroy, when the cgroup goes
         self._destroying: asyncio.Future[None] | None = None
+        self.slirp: Slirp | None = None  # the network of an outbound instance
 
     @property
     def pid(self) -> int:
@@ -135,8 +157,11 @@ class ZygoteProcess:
     def kill(self) -> None:
         # Once reaped, the pid may belong to someone else: never signal it again.
         if self._spawned.done() and not self._spawned.exception() and not self._exit.done():
-            # The instance leads its own process group: without a pid
-            # namespace (isolate=False) this still reaches its children.
+            # The pid itself first: just after launch the child may not lead its
+            # process group or sit in its cgroups yet. Then the group: without a
+            # pid namespace (isolate=False) that still reaches its children.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
         if self.cgroup is not None:
@@ -173,6 +198,8 @@ class ZygoteProcess:
             await self._exit
         except SandboxUnavailable:
             pass  # no process was made, or the zygote is gone and took it along
+        if self.slirp is not None:
+            await self.slirp.stop()
         self._oom = self.oom_killed()
         stdout, stderr = partial(os.close, self._stdout_fd), partial(os.close, self._stderr_fd)
         for close in (self._channel.close, stdout, stderr):
@@ -201,13 +228,23 @@ class ZygoteLauncher:
     """Launches instances forked from one pre-initialised Python zygote."""
 
     def __init__(
-        self, *, state_dir: Path, server_id: str, isolate: bool = True, python: str = sys.executable
+        self,
+        *,
+        state_dir: Path,
+        server_id: str,
+        isolate: bool = True,
+        python: str = sys.executable,
+        network_allow: Sequence[network.Network] = (),
+        image_cache: Path = images.DEFAULT_CACHE_DIR,
     ) -> None:
         if not _SERVER_ID.fullmatch(server_id):
             raise ValueError(f"server id {server_id!r} must match {_SERVER_ID.pattern}")
         self._mountpoint = Path(state_dir) / "sandbox-root"  # stays empty on the host
         self._isolate = isolate
         self._python = python
+        self._network_allow = tuple(network_allow)  # reachable by outbound instances although blocked
+        self._slirp_binary: str | None = None  # found by start
+        self._images = images.Attached(image_cache)  # attached by start, until close
         self._cgroups: CgroupTree | None = CgroupTree(f"wuzhao/{server_id}")
         self._zygote: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
@@ -231,13 +268,44 @@ class ZygoteLauncher:
         """
         if self._isolate:
             check_host()
+            self._slirp_binary = shutil.which("slirp4netns")
+            if self._slirp_binary is None:
+                log.warning(
+                    "slirp4netns is not installed: functions with network 'outbound' cannot start "
+                    "(scripts/install installs it)"
+                )
         await self._prepare_cgroups()
         self._mountpoint.mkdir(parents=True, exist_ok=True)
+        if self._isolate:
+            await asyncio.to_thread(self._images.attach_runtime)  # the first build takes ~1 s
+        try:
+            await self._start_zygote()
+        except SandboxUnavailable:
+            if not self._images.active:
+                await self.close()
+                raise
+            # Never fail to start for the images: fall back to binds, loudly.
+            images.warn_fallback("the zygote could not start from the runtime's images")
+            await self._stop_zygote()
+            await self._images.close()
+            try:
+                await self._start_zygote()
+            except SandboxUnavailable:
+                await self.close()
+                raise
+
+    @property
+    def uses_images(self) -> bool:
+        """Whether instances mount images (else binds of host directories, see the module doc)."""
+        return self._images.active
+
+    async def _start_zygote(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [self._python, "-I", "-m", "wuzhao.runtimes.python.zygote"]
         argv += ["--control-fd", str(theirs.fileno())]
         if not self._isolate:
             argv.append("--no-isolate")
+        argv += self._images.zygote_args()
         with theirs:
             self._zygote = subprocess.Popen(
                 argv,
@@ -256,10 +324,19 @@ class ZygoteLauncher:
         try:
             await asyncio.wait_for(asyncio.shield(self._hello), START_TIMEOUT)
         except (TimeoutError, SandboxUnavailable):
-            await self.close()
             raise SandboxUnavailable(
                 "the zygote did not start; its error is on the server's stderr"
             ) from None
+
+    async def _stop_zygote(self) -> None:
+        """Stop a zygote that never said hello (it has no instance), to start another."""
+        if self._control is not None:
+            if not self._lost:
+                asyncio.get_running_loop().remove_reader(self._control.fileno())
+            self._control.close()
+        if self._zygote is not None:
+            await _reap(self._zygote)
+        self._control, self._zygote, self._hello, self._lost = None, None, None, False
 
     async def _prepare_cgroups(self) -> None:
         cgroups = self._cgroups
@@ -284,6 +361,14 @@ class ZygoteLauncher:
             raise ValueError(f"uid {spec.uid} is not an unprivileged uid")
         if not _HOSTNAME.fullmatch(spec.hostname):  # it is written into /etc/hosts
             raise ValueError(f"hostname {spec.hostname!r} must match {_HOSTNAME.pattern}")
+        if spec.network not in network.MODES:
+            raise ValueError(f"network {spec.network!r} must be one of {', '.join(network.MODES)}")
+        # Without namespaces (isolate=False) an instance has the host's network whatever its mode.
+        outbound = self._isolate and spec.network == "outbound"
+        if outbound and self._slirp_binary is None:
+            raise SandboxUnavailable("network 'outbound' needs slirp4netns, which is not installed")
+        routes = self._routes() if outbound else []
+        code_device = self._images.code_device(spec.code_image)
         cgroup = None
         if self._cgroups is not None:
             cgroup = self._cgroups.create(
@@ -291,6 +376,7 @@ class ZygoteLauncher:
                 memory_mb=spec.memory_mb,
                 cpu_shares=spec.cpu_shares,
                 pids_max=spec.pids_max,
+                cpu_quota_us=spec.cpu_quota_us,
             )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -305,7 +391,10 @@ class ZygoteLauncher:
             "id": spec.instance_id,
             "spec": {**vars(spec), "env": dict(spec.env)},
             "cgroups": [] if cgroup is None else cgroup.procs_files,
-            "mountpoint": str(self._mountpoint),
+            # In its own namespace (images) the zygote has a mountpoint of its own.
+            "mountpoint": rootfs.ZYGOTE_MOUNTPOINT if self._images.active else str(self._mountpoint),
+            "code_device": code_device,
+            "routes": routes,
         }
         try:
             await self._send(json.dumps(request).encode(), [theirs.fileno(), out_w, err_w])
@@ -329,7 +418,34 @@ class ZygoteLauncher:
         except SandboxUnavailable:
             await proc.destroy()
             raise
+        if outbound:
+            try:
+                await asyncio.wait_for(self._attach_network(proc), NETWORK_TIMEOUT)
+            except asyncio.CancelledError:
+                self._background(proc.destroy())
+                raise
+            except Exception as exc:
+                await proc.destroy()
+                if isinstance(exc, SandboxUnavailable):
+                    raise
+                reason = "timed out" if isinstance(exc, TimeoutError) else repr(exc)
+                raise SandboxUnavailable(f"the network of an outbound instance failed: {reason}") from exc
         return proc
+
+    def _routes(self) -> list[str]:
+        """The unreachable routes of an outbound instance, with the host's addresses of now."""
+        return list(network.route_plan(self._network_allow, tuple(network.host_addresses())))
+
+    async def _attach_network(self, proc: ZygoteProcess) -> None:
+        """Attach slirp4netns once the child made its namespace; let the child go on once it is up."""
+        loop = asyncio.get_running_loop()
+        if await loop.sock_recv(proc.channel, 1) != network.NETNS_MADE:
+            raise SandboxUnavailable("the instance exited before its network was attached")
+        assert self._slirp_binary is not None
+        # The child is blocked until we answer: its pid and namespace are still its own.
+        proc.slirp = Slirp.start(self._slirp_binary, f"/proc/{proc.pid}/ns/net")
+        await proc.slirp.ready()
+        await loop.sock_sendall(proc.channel, network.ATTACHED)
 
     async def _send(self, data: bytes, fds: list[int]) -> None:
         control = self._control
@@ -420,6 +536,7 @@ class ZygoteLauncher:
             self._control.close()  # EOF: the zygote kills what is left and exits
         if self._zygote is not None:
             await _reap(self._zygote)
+        await self._images.close()  # nothing mounts them any more: the kernel detaches them
         if self._cgroups is not None:
             await asyncio.to_thread(self._cgroups.sweep)
 

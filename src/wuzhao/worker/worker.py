@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from wuzhao.config import Settings
 from wuzhao.control.packages import CodePackages
@@ -132,6 +133,13 @@ class Worker:
             if instance is not None and pool is not None:
                 pool.release(instance, healthy=healthy)
 
+    def namespace_usage(self, namespace: str) -> dict[str, int]:
+        """Live instances of a namespace and the memory they hold (what its quotas limit)."""
+        pools = [p for p in (*self._pools.values(), *self._draining) if p.record.namespace == namespace]
+        instances = sum(len(p.idle) + len(p.busy) + p.starting for p in pools)
+        memory = sum((len(p.idle) + len(p.busy) + p.starting) * p.record.config.memory_mb for p in pools)
+        return {"instances": instances, "memory_mb": memory}
+
     def instance_counts(self, namespace: str, name: str) -> dict[str, int]:
         pool = self._pools.get((namespace, name))
         idle = len(pool.idle) if pool else 0
@@ -191,10 +199,11 @@ class Worker:
         instance_id = uuid.uuid4().hex[:16]
         config = record.config
         try:
-            code_dir = await asyncio.to_thread(self._packages.code_dir, record.code_sha256)
+            code_dir, code_image = await asyncio.to_thread(self._code, record.code_sha256)
             spec = SandboxSpec(
                 instance_id=instance_id,
                 code_dir=str(code_dir),
+                code_image=None if code_image is None else str(code_image),
                 uid=uid,
                 memory_mb=config.memory_mb,
                 cpu_shares=cpu_shares(config.memory_mb),
@@ -202,6 +211,7 @@ class Worker:
                 pids_max=self._settings.pids_max,
                 tmp_size_mb=self._settings.tmp_size_mb,
                 env=runtime_environment(record),
+                network=config.network,
             )
             process = await self._launcher.launch(spec)
         except BaseException:
@@ -225,6 +235,10 @@ class Worker:
             self._stop_soon(instance)
             raise
         return instance
+
+    def _code(self, sha256: str) -> tuple[Path, Path | None]:
+        """The unpacked tree of a package and its image (None where images cannot be made)."""
+        return self._packages.code_dir(sha256), self._packages.code_image(sha256)
 
     def _stop_soon(self, instance: Instance) -> None:
         async def stop() -> None:
@@ -298,6 +312,9 @@ def runtime_environment(record: FunctionRecord) -> dict[str, str]:
         "TZ": "UTC",
         "HOME": "/tmp",
         "LAMBDA_TASK_ROOT": "/var/task",
+        # The runtime's own libpython for a Python the function starts (its run path names a
+        # host directory that is not there inside).
+        "LD_LIBRARY_PATH": "/var/lang/lib",
         "AWS_LAMBDA_FUNCTION_NAME": record.name,
         "AWS_LAMBDA_FUNCTION_VERSION": str(record.revision),
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),

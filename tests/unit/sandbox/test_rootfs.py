@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import pytest
 
@@ -10,9 +11,12 @@ from wuzhao.sandbox.api import TASK_ROOT, SandboxSpec
 from wuzhao.sandbox.rootfs import (
     MB,
     PYTHON_ROOT,
+    RUNTIME_ROOT,
     Bind,
     File,
     HostFacts,
+    Image,
+    Images,
     Op,
     Proc,
     ReadOnly,
@@ -40,6 +44,14 @@ SYSTEM_PYTHON = HostFacts(
     etc_binds=(),
     localtime=None,
 )
+# The zygote runs from the runtime's images: its Python is the one at /var/lang.
+FROM_IMAGES = replace(
+    DEBIAN,
+    python_home=PYTHON_ROOT,
+    python_executable=f"{PYTHON_ROOT}/bin/python3.11",
+    images=Images(lang="/dev/loop0", runtime="/dev/loop1", task="/dev/loop7"),
+)
+SYSTEM_PYTHON_FROM_IMAGES = replace(SYSTEM_PYTHON, images=Images(runtime="/dev/loop1", task="/dev/loop7"))
 SPEC = SandboxSpec(
     instance_id="i1",
     code_dir="/data/code/abc",
@@ -85,12 +97,45 @@ def test_top_level_library_dirs_follow_the_host(facts: HostFacts, expected: list
 
 
 @pytest.mark.parametrize(
-    ("facts", "python_bind"),
-    [(DEBIAN, Bind(PYENV, PYTHON_ROOT)), (SYSTEM_PYTHON, None)],
+    ("facts", "python_mount"),
+    [
+        (DEBIAN, Bind(PYENV, PYTHON_ROOT)),
+        (SYSTEM_PYTHON, None),
+        (FROM_IMAGES, Image("/dev/loop0", PYTHON_ROOT)),
+        (SYSTEM_PYTHON_FROM_IMAGES, None),  # /usr is bound whole: nothing more to mount
+    ],
 )
-def test_python_outside_usr_is_mounted_at_a_neutral_path(facts: HostFacts, python_bind) -> None:
-    binds = [op for op in plan(SPEC, facts) if isinstance(op, Bind) and op.target == PYTHON_ROOT]
-    assert binds == ([python_bind] if python_bind else [])
+def test_python_outside_usr_is_mounted_at_a_neutral_path(facts: HostFacts, python_mount) -> None:
+    mounts = [op for op in plan(SPEC, facts) if isinstance(op, Bind | Image) and op.target == PYTHON_ROOT]
+    assert mounts == ([python_mount] if python_mount else [])
+
+
+@pytest.mark.parametrize(
+    ("facts", "task", "runtime"),
+    [
+        (DEBIAN, Bind("/data/code/abc", TASK_ROOT), None),
+        (FROM_IMAGES, Image("/dev/loop7", TASK_ROOT), Image("/dev/loop1", RUNTIME_ROOT)),
+        (SYSTEM_PYTHON_FROM_IMAGES, Image("/dev/loop7", TASK_ROOT), Image("/dev/loop1", RUNTIME_ROOT)),
+        # the zygote's images but no image of this code: its tree is bound
+        (
+            replace(FROM_IMAGES, images=Images("/dev/loop0", "/dev/loop1")),
+            Bind("/data/code/abc", TASK_ROOT),
+            Image("/dev/loop1", RUNTIME_ROOT),
+        ),
+    ],
+)
+def test_code_and_runtime_are_images_when_there_are_devices(
+    facts: HostFacts, task: Op, runtime: Op | None
+) -> None:
+    ops = plan(SPEC, facts)
+    assert [op for op in ops if op.target == TASK_ROOT] == [task]
+    assert [op for op in ops if op.target == RUNTIME_ROOT] == ([runtime] if runtime else [])
+
+
+@pytest.mark.parametrize("facts", [FROM_IMAGES, SYSTEM_PYTHON_FROM_IMAGES])
+def test_with_images_no_bind_shows_a_path_the_function_does_not_see_anyway(facts: HostFacts) -> None:
+    # A bind shows its source in /proc/self/mountinfo: only sources at their own path remain.
+    assert [op for op in plan(SPEC, facts) if isinstance(op, Bind) and op.source != op.target] == []
 
 
 @pytest.mark.parametrize(
@@ -108,6 +153,22 @@ def test_python_outside_usr_is_mounted_at_a_neutral_path(facts: HostFacts, pytho
 )
 def test_host_python_paths_map_into_the_sandbox(host: str, inside: str | None) -> None:
     assert sandbox_path(host, DEBIAN) == inside
+
+
+@pytest.mark.parametrize(
+    ("path", "from_images", "with_binds"),
+    [
+        ("/var/lang/lib/python3.11", "/var/lang/lib/python3.11", None),  # not DEBIAN's installation
+        ("/var/lang/bin/python3.11", "/var/lang/bin/python3.11", None),
+        (RUNTIME_ROOT, RUNTIME_ROOT, None),  # mounted inside only from its image
+        (f"{RUNTIME_ROOT}/wuzhao", f"{RUNTIME_ROOT}/wuzhao", None),
+        ("/var/runtimes", None, None),
+        ("/work/main/src", None, None),
+    ],
+)
+def test_paths_of_a_zygote_running_from_images_are_kept(path: str, from_images, with_binds) -> None:
+    assert sandbox_path(path, FROM_IMAGES) == from_images
+    assert sandbox_path(path, DEBIAN) == with_binds
 
 
 def test_system_python_keeps_its_paths() -> None:

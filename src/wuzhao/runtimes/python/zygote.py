@@ -15,7 +15,8 @@ children share the zygote's hash seed: that is the price of forking.
 Control protocol, on a SOCK_SEQPACKET socket, one JSON object per message:
 
     worker -> zygote  {"op": "spawn", "id", "spec": {SandboxSpec fields},
-                       "cgroups": [cgroup.procs paths], "mountpoint": for the root}
+                       "cgroups": [cgroup.procs paths], "mountpoint": for the root,
+                       "routes": [CIDRs unreachable for an outbound instance]}
                       with SCM_RIGHTS [channel, stdout write end, stderr write end]
     zygote -> worker  {"op": "hello", "pid"}            once, when ready
                       {"op": "spawned", "id", "pid"}    host pid of the instance
@@ -26,13 +27,23 @@ EOF on the control socket (the worker closed it or died) makes the zygote
 SIGKILL and reap its children and exit; PR_SET_PDEATHSIG covers a worker that
 dies before the socket is noticed, and a worker that died before the signal
 was armed left an EOF to read. The command line names nothing of the server
-(no data dir, no pid): an instance can read it from ``/proc/1/cmdline``.
+(no data dir, no pid); an instance shows its own in ``/proc/1/cmdline`` anyway.
+
+Given the runtime's images (``--runtime-device``, and ``--lang-device`` for a
+Python outside /usr), the zygote first moves into a mount namespace of its own
+where they are mounted where a sandbox sees them (``rootfs.enter_runtime``) and
+re-executes itself from there: the runtime's Python at /var/lang, this package
+from /var/runtime. Then no module, code object, mapped library or executable
+of the zygote, all inherited by each instance, names a host path. That Python
+has the standard library and this package only: nothing the zygote imports
+may come from elsewhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -48,13 +59,15 @@ from wuzhao.sandbox import enter, libc, rootfs
 from wuzhao.sandbox.api import CHANNEL_FD, TASK_ROOT, SandboxSpec
 
 MAX_REQUEST = 256 * 1024
+# The zygote's second start, by the runtime's Python, from the runtime's images.
+_FROM_RUNTIME = "import sys; sys.path.insert(0, {root!r}); from {module} import main; sys.exit(main())"
 
 
 class Zygote:
-    def __init__(self, control: socket.socket, *, isolate: bool) -> None:
+    def __init__(self, control: socket.socket, *, isolate: bool, images: rootfs.Images | None = None) -> None:
         self._control = control
         self._isolate = isolate
-        self.facts = rootfs.probe_host()
+        self.facts = dataclasses.replace(rootfs.probe_host(), images=images or rootfs.Images())
         self._children: set[int] = set()
         # The zygote's own pid namespace, to return to after each child is
         # made in a new one (unshare(CLONE_NEWPID) affects the next fork only
@@ -100,7 +113,8 @@ class Zygote:
                 raise ValueError(f"expected 3 descriptors, got {len(fds)}")
             pid = self._fork()
             if pid == 0:
-                self._child(spec, fds, request["cgroups"], request["mountpoint"])
+                self.facts = self._instance_facts(request.get("code_device"))  # the child's copy only
+                self._child(spec, fds, request["cgroups"], request["mountpoint"], request.get("routes", []))
             self._children.add(pid)
             self._send({"op": "spawned", "id": request["id"], "pid": pid})
         except Exception as exc:
@@ -123,7 +137,9 @@ class Zygote:
             libc.setns(self._pidns, libc.CLONE_NEWPID)
         return pid
 
-    def _child(self, spec: SandboxSpec, fds: list[int], cgroups: list[str], mountpoint: str) -> NoReturn:
+    def _child(
+        self, spec: SandboxSpec, fds: list[int], cgroups: list[str], mountpoint: str, routes: list[str]
+    ) -> NoReturn:
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -134,7 +150,7 @@ class Zygote:
             enter.join_cgroups(cgroups)
             task_root = spec.code_dir
             if self._isolate:
-                enter.isolate(spec, mountpoint=mountpoint, facts=self.facts)
+                enter.isolate(spec, mountpoint=mountpoint, facts=self.facts, channel=fds[0], routes=routes)
                 task_root = TASK_ROOT
             enter.finish(spec, task_root=task_root, channel=fds[0], stdout=fds[1], stderr=fds[2])
         except BaseException:
@@ -142,6 +158,13 @@ class Zygote:
             sys.stderr.flush()
             os._exit(enter.SETUP_FAILED)
         os._exit(_run_runtime(task_root))
+
+    def _instance_facts(self, code_device: str | None) -> rootfs.HostFacts:
+        """The facts of one instance: the zygote's, plus the device of its code image."""
+        if code_device is None or self.facts.images.runtime is None:
+            return self.facts
+        images = dataclasses.replace(self.facts.images, task=code_device)
+        return dataclasses.replace(self.facts, images=images)
 
     def _reap(self) -> None:
         while self._children:
@@ -200,11 +223,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wuzhao.runtimes.python.zygote")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--no-isolate", action="store_true")
+    parser.add_argument("--lang-device", help="loop device of the Python runtime's image")
+    parser.add_argument("--runtime-device", help="loop device of the wuzhao package's image")
+    parser.add_argument("--from-runtime", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.umask(0o022)
+    images = rootfs.Images(lang=args.lang_device, runtime=args.runtime_device)
+    if images.runtime is not None and not args.from_runtime:
+        _exec_from_runtime(images, sys.argv[1:] if argv is None else argv)
+    _forget_host()
     control = socket.socket(fileno=args.control_fd)
-    zygote = Zygote(control, isolate=not args.no_isolate)
+    zygote = Zygote(control, isolate=not args.no_isolate, images=images)
     if not args.no_isolate:
         _alias_packages(zygote.facts)
     # Move everything imported so far out of the collector's reach: a child's
@@ -212,6 +242,32 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     zygote.serve()
     return 0
+
+
+def _forget_host() -> None:
+    """Drop what the interpreter learnt of the host as it started, before any child inherits it."""
+    os.environ.pop("LD_LIBRARY_PATH", None)  # for the dynamic loader only (_exec_from_runtime)
+    # With no HOME, site took the user's home from the password database:
+    # /root. Forgotten, they are worked out again inside from HOME=/tmp.
+    site = sys.modules.get("site")
+    if site is not None:
+        site.USER_BASE = site.USER_SITE = None  # type: ignore[attr-defined]
+
+
+def _exec_from_runtime(images: rootfs.Images, argv: list[str]) -> NoReturn:
+    """Enter the zygote's namespace and start again there, with the runtime's Python."""
+    facts = dataclasses.replace(rootfs.probe_host(), images=images)
+    # The installation's interpreter, the one the image holds (a virtualenv's may be a copy).
+    host_executable = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    executable = rootfs.sandbox_path(host_executable, facts)
+    if executable is None:
+        raise RuntimeError(f"the Python at {host_executable} has no place in the runtime image")
+    rootfs.enter_runtime(images)
+    # The build's libpython is found through a run path naming its host
+    # directory; this makes the loader take the image's copy first.
+    env = {"LD_LIBRARY_PATH": f"{rootfs.PYTHON_ROOT}/lib"} if images.lang is not None else {}
+    code = _FROM_RUNTIME.format(root=rootfs.RUNTIME_ROOT, module="wuzhao.runtimes.python.zygote")
+    os.execve(executable, [executable, "-I", "-c", code, *argv, "--from-runtime"], env)
 
 
 if __name__ == "__main__":
