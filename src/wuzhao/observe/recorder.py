@@ -26,6 +26,7 @@ class Recorder:
         self._lines: list[LogLine] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._closing = False
         self._flush_lock = asyncio.Lock()
 
     def start(self) -> None:
@@ -58,15 +59,16 @@ class Recorder:
                 raise
 
     async def close(self) -> None:
+        """Stop the background task (never mid-write: it is asked, not cancelled), then flush."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._closing = True
+            self._wake.set()
+            await self._task
             self._task = None
         await self.flush()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,11 @@ class Connection:
                 yield db
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                # A cancellation can land after COMMIT already ran on aiosqlite's
+                # thread: then there is nothing to roll back, and the original
+                # exception (the cancellation) must still propagate.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await db.execute("ROLLBACK")
                 raise
 
     async def execute(self, statement: str, args: Sequence[Any] = ()) -> int:
