@@ -11,12 +11,16 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from wuzhao.errors import BadRequest
+from wuzhao.sandbox.api import LayerMount
+
+_LAYER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 
 
 def _setting(default: Any, env: str, doc: str) -> Any:
@@ -85,12 +89,19 @@ class Settings:
         "although they are private, link-local or otherwise blocked. The server's own addresses stay "
         "unreachable.",
     )
+    runtime_layers: str = _setting(
+        "",
+        "WUZHAO_RUNTIME_LAYERS",
+        "Host directories every function gets read-only under /opt, as `name=/path` pairs separated by "
+        "commas (e.g. `sci=/srv/wuzhao/sci`): libraries the operator upgrades in place, with no redeploy.",
+    )
     insecure_no_sandbox: bool = _setting(
         False, "WUZHAO_INSECURE_NO_SANDBOX", "Development only: run functions without namespaces."
     )
 
     def __post_init__(self) -> None:
         self.allowed_networks()  # a bad entry stops the server at start
+        self.runtime_layer_mounts()
 
     def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """``network_allow`` parsed; BadRequest naming the variable and the entry."""
@@ -104,6 +115,23 @@ class Settings:
                     field="WUZHAO_NETWORK_ALLOW",
                 ) from None
         return tuple(networks)
+
+    def runtime_layer_mounts(self) -> tuple[LayerMount, ...]:
+        """``runtime_layers`` parsed; BadRequest naming the variable and the entry."""
+        mounts: list[LayerMount] = []
+        for item in filter(None, (part.strip() for part in self.runtime_layers.split(","))):
+            name, _, path = item.partition("=")
+            if not _LAYER_NAME.match(name) or not path.startswith("/"):
+                raise BadRequest(
+                    f"WUZHAO_RUNTIME_LAYERS: {item!r} must look like name=/absolute/path",
+                    field="WUZHAO_RUNTIME_LAYERS",
+                )
+            if any(m.name == name for m in mounts):
+                raise BadRequest(
+                    f"WUZHAO_RUNTIME_LAYERS: {name!r} appears twice", field="WUZHAO_RUNTIME_LAYERS"
+                )
+            mounts.append(LayerMount(name=name, directory=path))
+        return tuple(mounts)
 
     @classmethod
     def load(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:

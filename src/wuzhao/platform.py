@@ -19,10 +19,12 @@ from wuzhao.control.namespaces import Namespaces
 from wuzhao.control.packages import CodePackages
 from wuzhao.control.secrets import Secrets, load_or_create_key
 from wuzhao.control.versions import Versions
+from wuzhao.domain.functions import FunctionConfig
 from wuzhao.observe.recorder import Recorder
 from wuzhao.sandbox.api import Launcher
 from wuzhao.store.api import Store
 from wuzhao.store.sqlite import SqliteStore
+from wuzhao.worker.factory import InstanceFactory
 from wuzhao.worker.worker import Worker
 
 log = logging.getLogger("wuzhao")
@@ -49,23 +51,40 @@ class Platform:
         packages = CodePackages(
             data, max_bytes=settings.max_code_bytes, max_unpacked_bytes=settings.max_unpacked_code_bytes
         )
-        registry = FunctionRegistry(store, packages)
+        data.mkdir(parents=True, exist_ok=True)
+        namespaces = Namespaces(store)
+        layers = Layers(store, packages)
+        secrets = Secrets(store, load_or_create_key(data))
+
+        async def check_references(namespace: str, config: FunctionConfig) -> None:
+            await layers.resolve(namespace, config.layers)
+            await secrets.check(namespace, config.secrets)
+
+        registry = FunctionRegistry(store, packages, check_references=check_references)
         versions = Versions(store, registry)
         recorder = Recorder(store)
         if launcher is None:
             launcher = default_launcher(settings)
-        worker = Worker(settings, launcher, packages, recorder, registry.get)
+        factory = InstanceFactory(
+            settings,
+            launcher,
+            packages,
+            recorder,
+            secrets=secrets.resolve,
+            layers=layers.resolve,
+            runtime_layers=settings.runtime_layer_mounts(),
+        )
+        worker = Worker(settings, factory, recorder, resolve=versions.resolve, quotas=namespaces.get)
         registry.on_change(worker.function_changed)
-        data.mkdir(parents=True, exist_ok=True)
         return cls(
             settings=settings,
             store=store,
             keys=KeyRing(store),
-            namespaces=Namespaces(store),
+            namespaces=namespaces,
             registry=registry,
             versions=versions,
-            layers=Layers(store, packages),
-            secrets=Secrets(store, load_or_create_key(data)),
+            layers=layers,
+            secrets=secrets,
             recorder=recorder,
             launcher=launcher,
             worker=worker,

@@ -58,7 +58,7 @@ def test_warm_instance_is_reused_and_keeps_module_state(api, deploy):
     assert two["request_id"] == second.headers["x-wuzhao-invocation-id"]
     assert two["same_id"] is True
     assert two["function_name"] == "stateful"
-    assert two["function_version"] == "1"
+    assert two["function_version"] == "$LATEST"
     assert two["memory"] == 256
     assert 0 < two["remaining_ms"] <= 7000
     assert two["env"] == "hi"

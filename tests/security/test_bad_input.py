@@ -266,6 +266,8 @@ def test_malformed_json_and_wrong_types_are_4xx(server, method, path):
     cases = dict(MALFORMED)
     if method == "PUT":
         cases.update(WRONG_TYPES)
+        if not path.startswith("/v1/functions/"):
+            del cases["code-without-handler"]  # only a function's code needs its handler's module
     problems = {}
     for case, body in cases.items():
         reply = raw_request(server, method, fill_valid(path), body, {"Content-Type": "application/json"})

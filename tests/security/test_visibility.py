@@ -7,8 +7,9 @@ import sys
 
 from tests.security.conftest import NEEDS_SANDBOX, UID_BASE, UID_COUNT
 
-from wuzhao.domain.functions import FunctionConfig, FunctionRecord
-from wuzhao.worker.worker import runtime_environment
+from wuzhao.domain.functions import FunctionConfig
+from wuzhao.domain.versions import Executable
+from wuzhao.worker.factory import runtime_environment
 
 pytestmark = NEEDS_SANDBOX
 
@@ -47,17 +48,15 @@ def handler(event, context):
         env={"MY_SETTING": "1"},
     )
     seen = api.post("/v1/functions/vis-env/invoke").json()
-    record = FunctionRecord(
+    target = Executable(
         namespace="default",
-        name="vis-env",
+        function="vis-env",
+        version="$LATEST",
+        revision=created["revision"],
         config=FunctionConfig(env={"MY_SETTING": "1"}),
         code_sha256=created["code_sha256"],
-        code_size=created["code_size"],
-        revision=created["revision"],
-        created_at=0.0,
-        updated_at=0.0,
     )
-    allowed = runtime_environment(record)
+    allowed = runtime_environment(target)
     # exactly the function's env and the documented runtime variables, nothing more
     assert seen["environ"] == allowed
     for initial in seen["initial"]:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from wuzhao.control.packages import CodePackages
 from wuzhao.domain.functions import (
+    FunctionConfig,
     FunctionRecord,
     FunctionUpdate,
     check_name,
@@ -27,11 +28,21 @@ from wuzhao.store.api import Store
 # Called after a function changed or was deleted (with None), so the worker can
 # retire instances of the old revision.
 ChangeListener = Callable[[FunctionRecord, FunctionRecord | None], Awaitable[None]]
+# Raises BadRequest when a configuration names layers or secrets that do not exist.
+ReferenceCheck = Callable[[str, FunctionConfig], Awaitable[None]]
 
 
 class FunctionRegistry:
-    def __init__(self, store: Store, packages: CodePackages, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: Store,
+        packages: CodePackages,
+        *,
+        clock: Callable[[], float] = time.time,
+        check_references: ReferenceCheck | None = None,
+    ):
         self._store = store
+        self._check_references = check_references
         self._packages = packages
         self._clock = clock
         self._functions: dict[tuple[str, str], FunctionRecord] = {}
@@ -64,6 +75,8 @@ class FunctionRegistry:
         async with self._locks.setdefault(key, asyncio.Lock()):
             current = self._functions.get(key)
             config = merge_config(current.config if current else None, update)
+            if self._check_references is not None:
+                await self._check_references(namespace, config)
             required = handler_module_files(config.handler)
             if update.code is not None:
                 data = _decode_code(update.code)

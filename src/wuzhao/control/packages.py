@@ -61,6 +61,8 @@ class CodePackages:
                 f"code package is {len(data)} bytes; the limit is {self._max_bytes}", field="code"
             )
         names = self._validate(data)
+        if not names:
+            raise InvalidCode("the zip archive is empty", field="code")
         if required_files and not names.intersection(required_files):
             raise InvalidCode(
                 f"the handler's module is not in the code package: expected {' or '.join(required_files)}",

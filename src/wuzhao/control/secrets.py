@@ -66,6 +66,16 @@ class Secrets:
         if not await self._store.delete_secret(namespace, name):
             raise NotFound(f"secret {name!r} does not exist")
 
+    async def check(self, namespace: str, references: dict[str, str]) -> None:
+        """Refuse a function that references a secret the namespace does not have."""
+        if references:
+            stored = {s.name for s in await self._store.list_secrets(namespace)}
+            for variable, name in references.items():
+                if name not in stored:
+                    raise BadRequest(
+                        f"secret {name!r} (for {variable}) does not exist", field=f"secrets.{variable}"
+                    )
+
     async def resolve(self, namespace: str, references: dict[str, str]) -> dict[str, str]:
         """Environment variables from ``{ENV_NAME: secret name}``; a missing secret is an error."""
         if not references:

@@ -26,6 +26,8 @@ _ENV_RE = re.compile(ENV_NAME_PATTERN)
 MemoryMB = Annotated[int, msgspec.Meta(ge=128, le=10240)]
 TimeoutS = Annotated[int, msgspec.Meta(ge=1, le=900)]
 Handler = Annotated[str, msgspec.Meta(pattern=HANDLER_PATTERN, max_length=256)]
+MaxConcurrency = Annotated[int, msgspec.Meta(ge=0, le=10_000)]  # 0: disabled, every call gets 429
+IdleTimeoutS = Annotated[int, msgspec.Meta(ge=1, le=86_400)]
 
 
 class FunctionUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -36,7 +38,11 @@ class FunctionUpdate(msgspec.Struct, forbid_unknown_fields=True):
     memory_mb: MemoryMB | None = None
     timeout_s: TimeoutS | None = None
     env: dict[str, str] | None = None
+    secrets: dict[str, str] | None = None  # env var name -> secret name of the namespace
+    layers: list[str] | None = None  # ["name:version", ...], mounted under /opt
     network: str | None = None
+    max_concurrency: MaxConcurrency | None = None
+    idle_timeout_s: IdleTimeoutS | None = None
     code: str | None = None  # base64 of a zip
 
 
@@ -48,7 +54,11 @@ class FunctionConfig(msgspec.Struct, frozen=True):
     memory_mb: int = 128
     timeout_s: int = 30
     env: dict[str, str] = msgspec.field(default_factory=dict)
+    secrets: dict[str, str] = msgspec.field(default_factory=dict)
+    layers: list[str] = msgspec.field(default_factory=list)
     network: str = "none"
+    max_concurrency: int | None = None  # None: the server's default
+    idle_timeout_s: int | None = None  # None: the server's default
 
 
 class FunctionRecord(msgspec.Struct, frozen=True):
@@ -84,7 +94,13 @@ def merge_config(current: FunctionConfig | None, update: FunctionUpdate) -> Func
         memory_mb=update.memory_mb if update.memory_mb is not None else base.memory_mb,
         timeout_s=update.timeout_s if update.timeout_s is not None else base.timeout_s,
         env=update.env if update.env is not None else base.env,
+        secrets=update.secrets if update.secrets is not None else base.secrets,
+        layers=update.layers if update.layers is not None else base.layers,
         network=update.network if update.network is not None else base.network,
+        max_concurrency=update.max_concurrency
+        if update.max_concurrency is not None
+        else base.max_concurrency,
+        idle_timeout_s=update.idle_timeout_s if update.idle_timeout_s is not None else base.idle_timeout_s,
     )
     if config.runtime not in RUNTIMES:
         raise BadRequest(
@@ -97,11 +113,19 @@ def merge_config(current: FunctionConfig | None, update: FunctionUpdate) -> Func
             field="network",
         )
     for key, value in config.env.items():
-        if not _ENV_RE.match(key) or key.startswith(("AWS_", "WUZHAO_", "_")):
-            raise BadRequest(f"environment variable name {key!r} is invalid or reserved", field=f"env.{key}")
+        _check_env_name(key, "env")
         if "\0" in value:
             raise BadRequest(f"environment variable {key!r} contains a NUL byte", field=f"env.{key}")
+    for key in config.secrets:
+        _check_env_name(key, "secrets")
+        if key in config.env:
+            raise BadRequest(f"{key!r} is set both in env and in secrets", field=f"secrets.{key}")
     return config
+
+
+def _check_env_name(key: str, field: str) -> None:
+    if not _ENV_RE.match(key) or key.startswith(("AWS_", "WUZHAO_", "_", "LAMBDA_", "LD_")):
+        raise BadRequest(f"environment variable name {key!r} is invalid or reserved", field=f"{field}.{key}")
 
 
 def handler_module_files(handler: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from wuzhao.errors import BadRequest, MethodNotAllowed, NotFound, WuzhaoError
-from wuzhao.gateway import functions, invocations, invoke
+from wuzhao.gateway import functions, invocations, invoke, layers, tenancy, versions
 from wuzhao.gateway.auth import AuthMiddleware
 from wuzhao.gateway.responses import error_response, json_response
 from wuzhao.platform import Platform
@@ -35,7 +35,30 @@ ROUTES = [
     Route("/v1/functions/{name}", functions.delete_function, methods=["DELETE"]),
     Route("/v1/functions/{name}/invoke", invoke.invoke, methods=["POST"]),
     Route("/v1/functions/{name}/logs", invocations.get_logs, methods=["GET"]),
+    Route("/v1/functions/{name}/versions", versions.publish, methods=["POST"]),
+    Route("/v1/functions/{name}/versions", versions.list_versions, methods=["GET"]),
+    Route("/v1/functions/{name}/versions/{version}", versions.get_version, methods=["GET"]),
+    Route("/v1/functions/{name}/versions/{version}", versions.delete_version, methods=["DELETE"]),
+    Route("/v1/functions/{name}/aliases", versions.list_aliases, methods=["GET"]),
+    Route("/v1/functions/{name}/aliases/{alias}", versions.get_alias, methods=["GET"]),
+    Route("/v1/functions/{name}/aliases/{alias}", versions.put_alias, methods=["PUT"]),
+    Route("/v1/functions/{name}/aliases/{alias}", versions.delete_alias, methods=["DELETE"]),
     Route("/v1/invocations/{id}", invocations.get_invocation, methods=["GET"]),
+    Route("/v1/layers", layers.list_layers, methods=["GET"]),
+    Route("/v1/layers/{name}", layers.get_layer, methods=["GET"]),
+    Route("/v1/layers/{name}", layers.push_layer, methods=["PUT"]),
+    Route("/v1/layers/{name}/versions/{version}", layers.delete_layer_version, methods=["DELETE"]),
+    Route("/v1/secrets", layers.list_secrets, methods=["GET"]),
+    Route("/v1/secrets/{name}", layers.put_secret, methods=["PUT"]),
+    Route("/v1/secrets/{name}", layers.delete_secret, methods=["DELETE"]),
+    Route("/v1/namespaces", tenancy.list_namespaces, methods=["GET"]),
+    Route("/v1/namespaces", tenancy.create_namespace, methods=["POST"]),
+    Route("/v1/namespaces/{name}", tenancy.get_namespace, methods=["GET"]),
+    Route("/v1/namespaces/{name}", tenancy.set_quotas, methods=["PUT"]),
+    Route("/v1/namespaces/{name}", tenancy.delete_namespace, methods=["DELETE"]),
+    Route("/v1/keys", tenancy.list_keys, methods=["GET"]),
+    Route("/v1/keys", tenancy.create_key, methods=["POST"]),
+    Route("/v1/keys/{key_id}", tenancy.delete_key, methods=["DELETE"]),
 ]
 
 

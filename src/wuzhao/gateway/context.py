@@ -36,8 +36,3 @@ def authorize(request: Request, action: Action) -> str:
     if not allows(key.role, action):
         raise Forbidden(f"a key with the role {key.role!r} cannot {action.value} here")
     return str(wanted)
-
-
-def namespace_of(request: Request) -> str:
-    """The namespace of the key that authenticated the request (set by AuthMiddleware)."""
-    return str(request.state.key.namespace)

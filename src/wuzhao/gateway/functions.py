@@ -7,8 +7,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from wuzhao.domain.access import Action
 from wuzhao.domain.functions import FunctionRecord, FunctionUpdate
-from wuzhao.gateway.context import namespace_of, platform_of
+from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.responses import decode_json, iso, json_response, read_body
 
 
@@ -21,22 +22,24 @@ async def put_function(request: Request) -> Response:
     platform = platform_of(request)
     body = await read_body(request, _deploy_limit(platform.settings.max_code_bytes))
     update = decode_json(body, FunctionUpdate)
-    record, created = await platform.registry.put(namespace_of(request), request.path_params["name"], update)
+    record, created = await platform.registry.put(
+        authorize(request, Action.MANAGE), request.path_params["name"], update
+    )
     return json_response(view(request, record), 201 if created else 200)
 
 
 async def get_function(request: Request) -> Response:
-    record = platform_of(request).registry.get(namespace_of(request), request.path_params["name"])
+    record = platform_of(request).registry.get(authorize(request, Action.READ), request.path_params["name"])
     return json_response(view(request, record))
 
 
 async def list_functions(request: Request) -> Response:
-    records = platform_of(request).registry.list(namespace_of(request))
+    records = platform_of(request).registry.list(authorize(request, Action.READ))
     return json_response({"functions": [view(request, r) for r in records]})
 
 
 async def delete_function(request: Request) -> Response:
-    await platform_of(request).registry.delete(namespace_of(request), request.path_params["name"])
+    await platform_of(request).registry.delete(authorize(request, Action.MANAGE), request.path_params["name"])
     return Response(status_code=204)
 
 
@@ -49,7 +52,11 @@ def view(request: Request, record: FunctionRecord) -> dict[str, Any]:
         "memory_mb": config.memory_mb,
         "timeout_s": config.timeout_s,
         "env": config.env,
+        "secrets": config.secrets,  # env var -> secret name; never a value
+        "layers": config.layers,
         "network": config.network,
+        "max_concurrency": config.max_concurrency,
+        "idle_timeout_s": config.idle_timeout_s,
         "code_sha256": record.code_sha256,
         "code_size": record.code_size,
         "revision": record.revision,

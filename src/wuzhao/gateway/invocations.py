@@ -11,8 +11,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from wuzhao.domain.access import Action
 from wuzhao.errors import BadRequest, NotFound
-from wuzhao.gateway.context import namespace_of, platform_of
+from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.responses import iso, json_response
 from wuzhao.store.api import LogLine
 
@@ -25,14 +26,15 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 async def get_invocation(request: Request) -> Response:
     platform = platform_of(request)
     invocation_id = request.path_params["id"]
-    namespace = namespace_of(request)
+    namespace = authorize(request, Action.READ)
     running = platform.worker.inflight.get(invocation_id)
-    if running is not None and running.record.namespace == namespace:
+    if running is not None and running.target.namespace == namespace:
         return json_response(
             {
                 "id": invocation_id,
-                "function": running.record.name,
-                "revision": running.record.revision,
+                "function": running.target.function,
+                "version": running.target.version,
+                "revision": running.target.revision,
                 "status": "running",
                 "started_at": iso(running.started_at),
                 "duration_ms": None,
@@ -50,6 +52,7 @@ async def get_invocation(request: Request) -> Response:
         {
             "id": record.id,
             "function": record.function,
+            "version": record.version,
             "revision": record.revision,
             "status": record.status,
             "started_at": iso(record.started_at),
@@ -65,7 +68,7 @@ async def get_invocation(request: Request) -> Response:
 async def get_logs(request: Request) -> Response:
     platform = platform_of(request)
     name = request.path_params["name"]
-    namespace = namespace_of(request)
+    namespace = authorize(request, Action.READ)
     platform.registry.get(namespace, name)  # 404 for an unknown function
     query = request.query_params
     since = parse_since(query["since"], now=time.time()) if query.get("since") else None

@@ -1,6 +1,6 @@
 """The invoke route: the platform's hot path.
 
-One in-memory lookup, one bounded body read, one JSON validation, then the
+One in-memory resolution of the qualifier, one bounded body read, one JSON validation, then the
 worker; no database access on the way (records are written off the path).
 """
 
@@ -10,16 +10,20 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from wuzhao.domain.access import Action
 from wuzhao.errors import InvalidJSON, InvocationError, WuzhaoError
-from wuzhao.gateway.context import namespace_of, platform_of
+from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.responses import error_response, read_body
 
 EMPTY_EVENT = b"{}"
 
 
 async def invoke(request: Request) -> Response:
+    namespace = authorize(request, Action.INVOKE)
     platform = platform_of(request)
-    record = platform.registry.get(namespace_of(request), request.path_params["name"])
+    target = platform.versions.resolve(
+        namespace, request.path_params["name"], request.query_params.get("qualifier")
+    )
     event = await read_body(request, platform.settings.max_request_bytes)
     if not event.strip():
         event = EMPTY_EVENT  # like Lambda: no payload means an empty object
@@ -30,9 +34,10 @@ async def invoke(request: Request) -> Response:
             raise InvalidJSON(f"the event is not valid JSON: {exc}") from None
         except RecursionError:
             raise InvalidJSON("the event is nested too deeply") from None
-    outcome = await platform.worker.invoke(record, event)
+    outcome = await platform.worker.invoke(target, event)
     headers = {
         "X-Wuzhao-Invocation-Id": outcome.invocation_id,
+        "X-Wuzhao-Executed-Version": outcome.version,
         "X-Wuzhao-Cold-Start": "true" if outcome.cold_start else "false",
         "X-Wuzhao-Duration-Ms": f"{outcome.duration_ms:.3f}",
     }

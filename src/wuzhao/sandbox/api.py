@@ -59,6 +59,15 @@ CHANNEL_FD = 3  # the runtime channel's descriptor number inside the sandbox
 
 
 @dataclass(frozen=True)
+class LayerMount:
+    """A layer, mounted read-only at ``/opt/<name>`` (and put on the runtime's import path)."""
+
+    name: str
+    directory: str  # host directory with the layer's files
+    image: str | None = None  # its read-only image, mounted instead of binding ``directory``
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     instance_id: str  # unique, [a-z0-9-]; names the cgroups
     code_dir: str  # host directory with the unpacked code, mounted read-only at TASK_ROOT
@@ -75,6 +84,7 @@ class SandboxSpec:
     # An image of code_dir (wuzhao.sandbox.images), mounted instead of binding code_dir
     # where loop devices work: a bind would show code_dir's host path in /proc/self/mountinfo.
     code_image: str | None = None
+    layers: tuple[LayerMount, ...] = ()  # at /opt/<name>, in this order on the import path
 
 
 @dataclass(frozen=True)

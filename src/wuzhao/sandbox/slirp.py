@@ -48,6 +48,7 @@ class Slirp:
 
     @classmethod
     def start(cls, binary: str, netns_path: str) -> Slirp:
+        netns = _open_foreign_netns(netns_path)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
         output_r, output_w = os.pipe2(os.O_CLOEXEC)
@@ -62,7 +63,10 @@ class Slirp:
             f"--ready-fd={ready_w}",
             f"--exit-fd={exit_r}",
             "--netns-type=path",
-            netns_path,
+            # The namespace we opened and checked, not the path: a path under
+            # /proc/<pid> may still name the server's own namespace a moment
+            # before that process unshares, and slirp would configure the host.
+            f"/proc/self/fd/{netns}",
             TAP,
         ]
         try:
@@ -73,7 +77,7 @@ class Slirp:
                 stdin=subprocess.DEVNULL,
                 stdout=output_w,
                 stderr=output_w,
-                pass_fds=(ready_w, exit_r),
+                pass_fds=(ready_w, exit_r, netns),
                 start_new_session=True,  # the terminal's ^C is the worker's to handle
             )
         except BaseException:
@@ -81,7 +85,7 @@ class Slirp:
                 os.close(fd)
             raise
         finally:
-            for fd in (ready_w, exit_r, output_w):
+            for fd in (ready_w, exit_r, output_w, netns):
                 os.close(fd)
         for fd in (ready_r, output_r):
             os.set_blocking(fd, False)
@@ -150,3 +154,19 @@ class Slirp:
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _open_foreign_netns(path: str) -> int:
+    """Open a network namespace that is not the server's own (never configure the host)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SandboxUnavailable(f"could not set up the network: cannot open netns {path}: {exc}") from None
+    own = os.stat("/proc/self/ns/net")
+    found = os.fstat(fd)
+    if (found.st_dev, found.st_ino) == (own.st_dev, own.st_ino):
+        os.close(fd)
+        raise SandboxUnavailable(
+            f"could not set up the network: {path} is the server's own network namespace"
+        )
+    return fd

@@ -1,7 +1,8 @@
 """One instance: a sandboxed runtime process serving one function revision.
 
-An instance runs one call at a time and belongs to exactly one function
-revision for its whole life; it never serves another function or revision.
+An instance runs one call at a time and belongs to exactly one executable (a
+function at one version, or one revision of $LATEST) for its whole life; it
+never serves another.
 Any failure that may have left it in an unknown state (timeout, crash, protocol
 violation) ends it: the caller then ``stop()``s it rather than reusing it.
 """
@@ -15,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from wuzhao.domain.functions import FunctionRecord
 from wuzhao.domain.instances import InstanceState, can_transition
+from wuzhao.domain.versions import Executable
 from wuzhao.errors import (
     FunctionError,
     InitError,
@@ -43,14 +44,14 @@ class Instance:
     def __init__(
         self,
         instance_id: str,
-        record: FunctionRecord,
+        target: Executable,
         process: SandboxedProcess,
         channel: RuntimeChannel,
         output: OutputCapture,
         uid: int,
     ) -> None:
         self.id = instance_id
-        self.record = record
+        self.target = target
         self.uid = uid
         self.state = InstanceState.STARTING
         self.idle_since = time.monotonic()
@@ -90,12 +91,12 @@ class Instance:
 
     async def initialize(self, invocation_id: str, timeout_s: float) -> None:
         """Send INIT and wait for READY; init output belongs to the call that caused it."""
-        config = self.record.config
+        config = self.target.config
         self._output.begin(invocation_id)
         header: dict[str, Any] = {
             "handler": config.handler,
-            "function_name": self.record.name,
-            "function_version": str(self.record.revision),
+            "function_name": self.target.function,
+            "function_version": self.target.version,
             "memory_limit_in_mb": config.memory_mb,
         }
         try:
@@ -115,7 +116,7 @@ class Instance:
 
     async def invoke(self, invocation_id: str, event: bytes) -> bytes:
         """Run one call; returns the result's JSON bytes or raises an InvocationError."""
-        timeout_s = self.record.config.timeout_s
+        timeout_s = self.target.config.timeout_s
         deadline_ms = int((time.time() + timeout_s) * 1000)
         self.calls += 1
         self._output.begin(invocation_id)
@@ -169,7 +170,7 @@ class Instance:
         with contextlib.suppress(TimeoutError):
             status = await asyncio.wait_for(self._process.wait(), EXIT_WAIT_S)
         if self._process.oom_killed():
-            memory = self.record.config.memory_mb
+            memory = self.target.config.memory_mb
             return OutOfMemory(f"the function used more than its {memory} MB of memory")
         how = "the runtime broke the protocol" if closed.cause else "the runtime exited"
         if status is not None and status.signal is not None:

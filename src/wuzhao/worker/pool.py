@@ -1,4 +1,4 @@
-"""The instances of one function revision, and who gets which.
+"""The instances of one executable (a function at one version), and who gets which.
 
 Placement is decided by ``domain.instances.place_call``; this module only
 carries the decision out. A retired pool (its function was updated or deleted)
@@ -13,15 +13,17 @@ import collections
 import time
 from collections.abc import Awaitable, Callable
 
-from wuzhao.domain.functions import FunctionRecord
 from wuzhao.domain.instances import InstanceState, Placement, place_call
+from wuzhao.domain.versions import Executable
 from wuzhao.errors import Throttled
 from wuzhao.worker.instance import Instance
 
 # Starts and initialises a new instance for a call (the call's id is given so
 # init output is attributed to it).
-Starter = Callable[[FunctionRecord, str], Awaitable[Instance]]
+Starter = Callable[[Executable, str], Awaitable[Instance]]
 Stopper = Callable[[Instance], None]
+# Raises (QuotaExceeded) when one more instance of the executable would break a quota.
+Admitter = Callable[[Executable], None]
 
 
 class PoolRetired(Exception):
@@ -30,11 +32,18 @@ class PoolRetired(Exception):
 
 class FunctionPool:
     def __init__(
-        self, record: FunctionRecord, *, start: Starter, stop: Stopper, max_concurrency: int
+        self,
+        target: Executable,
+        *,
+        start: Starter,
+        stop: Stopper,
+        max_concurrency: int,
+        admit: Admitter | None = None,
     ) -> None:
-        self.record = record
+        self.target = target
         self._start = start
         self._stop = stop
+        self._admit = admit
         self._max = max_concurrency
         self.idle: list[Instance] = []  # most recently used last: reused first, stays warm
         self.busy: set[Instance] = set()
@@ -44,6 +53,8 @@ class FunctionPool:
 
     async def acquire(self, invocation_id: str, *, wait_s: float) -> tuple[Instance, bool]:
         """An instance for one call, and whether it was a cold start."""
+        if self._max == 0:
+            raise Throttled(f"function {self.target.function!r} is disabled (max_concurrency is 0)")
         deadline = time.monotonic() + wait_s
         while True:
             if self.retired:
@@ -57,9 +68,11 @@ class FunctionPool:
                 self.busy.add(instance)
                 return instance, False
             if placement is Placement.START:
+                if self._admit is not None:
+                    self._admit(self.target)
                 self.starting += 1
                 try:
-                    instance = await self._start(self.record, invocation_id)
+                    instance = await self._start(self.target, invocation_id)
                 finally:
                     self.starting -= 1
                     self._wake_one()
@@ -69,7 +82,7 @@ class FunctionPool:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Throttled(
-                    f"function {self.record.name!r} is at its concurrency limit of {self._max}; retry later"
+                    f"function {self.target.function!r} is at its concurrency limit ({self._max}); retry"
                 )
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)

@@ -1,9 +1,10 @@
 """The worker: runs calls on sandboxed instances, one call per instance at a time.
 
-Life of a call here: find the pool of the function's current revision, take a
-warm idle instance or start one (a cold start), send the event, wait for the
-answer within the function's timeout, release the instance (or stop it if the
-call left it in doubt), and record the outcome off the hot path.
+Life of a call here: find the pool of the executable (a function at one
+version), take a warm idle instance or start one (a cold start, within the
+function's concurrency and the namespace's quotas), send the event, wait for
+the answer within the function's timeout, release the instance (or stop it if
+the call left it in doubt), and record the outcome off the hot path.
 """
 
 from __future__ import annotations
@@ -15,33 +16,30 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from wuzhao.config import Settings
-from wuzhao.control.packages import CodePackages
 from wuzhao.domain.functions import FunctionRecord
 from wuzhao.domain.instances import IdleInstance, expired
-from wuzhao.domain.resources import cpu_quota_us, cpu_shares
-from wuzhao.domain.uids import UidPool, UidsExhausted
+from wuzhao.domain.versions import LATEST, Executable
 from wuzhao.errors import (
     FunctionError,
     InvocationError,
+    QuotaExceeded,
     ServiceUnavailable,
-    Throttled,
     WuzhaoError,
 )
 from wuzhao.observe.recorder import Recorder
-from wuzhao.sandbox.api import Launcher, SandboxSpec
-from wuzhao.store.api import InvocationRecord
-from wuzhao.worker.channel import RuntimeChannel
+from wuzhao.store.api import InvocationRecord, NamespaceRecord
+from wuzhao.worker.factory import InstanceFactory
 from wuzhao.worker.instance import Instance
-from wuzhao.worker.output import OutputCapture
 from wuzhao.worker.pool import FunctionPool, PoolRetired
 
 log = logging.getLogger("wuzhao.worker")
 
-# Room for the header around the largest result we accept.
-FRAME_SLACK = 64 * 1024
+# The current executable of (namespace, function, version); raises NotFound once gone.
+Resolver = Callable[[str, str, str], Executable]
+# The record of a namespace, with its quotas.
+QuotaLookup = Callable[[str], NamespaceRecord]
 
 
 @dataclass(frozen=True)
@@ -49,37 +47,34 @@ class Outcome:
     invocation_id: str
     cold_start: bool
     duration_ms: float
+    version: str
     result: bytes | None = None
     error: WuzhaoError | None = None
 
 
 @dataclass(frozen=True)
 class InFlight:
-    record: FunctionRecord
+    target: Executable
     started_at: float
     cold_start: bool
-
-
-# The current record of a function (namespace, name); raises NotFound once deleted.
-Lookup = Callable[[str, str], FunctionRecord]
 
 
 class Worker:
     def __init__(
         self,
         settings: Settings,
-        launcher: Launcher,
-        packages: CodePackages,
+        factory: InstanceFactory,
         recorder: Recorder,
-        lookup: Lookup,
+        *,
+        resolve: Resolver,
+        quotas: QuotaLookup,
     ) -> None:
         self._settings = settings
-        self._lookup = lookup
-        self._launcher = launcher
-        self._packages = packages
+        self._factory = factory
         self._recorder = recorder
-        self._uids = UidPool(settings.uid_base, settings.uid_count)
-        self._pools: dict[tuple[str, str], FunctionPool] = {}
+        self._resolve = resolve
+        self._quotas = quotas
+        self._pools: dict[tuple[str, str, str], FunctionPool] = {}
         self._draining: set[FunctionPool] = set()  # retired pools with calls still running
         self._stopping: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
@@ -91,10 +86,11 @@ class Worker:
 
     # the hot path
 
-    async def invoke(self, record: FunctionRecord, event: bytes) -> Outcome:
+    async def invoke(self, target: Executable, event: bytes) -> Outcome:
         invocation_id = str(uuid.uuid4())
         if self._closed:
-            return Outcome(invocation_id, False, 0.0, error=ServiceUnavailable("the server is shutting down"))
+            error = ServiceUnavailable("the server is shutting down")
+            return Outcome(invocation_id, False, 0.0, target.version, error=error)
         started = time.time()
         t0 = time.perf_counter()
         cold = False
@@ -102,18 +98,18 @@ class Worker:
         instance: Instance | None = None
         pool: FunctionPool | None = None
         healthy = False
-        self.inflight[invocation_id] = InFlight(record, started, False)
+        self.inflight[invocation_id] = InFlight(target, started, False)
         try:
             while True:
-                pool = self._pool(record)
+                pool = self._pool(target)
                 try:
                     instance, cold = await pool.acquire(invocation_id, wait_s=self._settings.throttle_wait_s)
                     break
                 except PoolRetired:  # updated or deleted while we waited
-                    record = self._lookup(record.namespace, record.name)
+                    target = self._resolve(target.namespace, target.function, target.version)
             if cold:
                 init_ms = (time.perf_counter() - t0) * 1000
-                self.inflight[invocation_id] = InFlight(record, started, True)
+                self.inflight[invocation_id] = InFlight(target, started, True)
             t1 = time.perf_counter()
             try:
                 result = await instance.invoke(invocation_id, event)
@@ -122,40 +118,51 @@ class Worker:
                 raise
             healthy = True
             duration = (time.perf_counter() - t1) * 1000
-            self._record(record, invocation_id, started, duration, cold, init_ms, None)
-            return Outcome(invocation_id, cold, duration, result=result)
+            self._record(target, invocation_id, started, duration, cold, init_ms, None)
+            return Outcome(invocation_id, cold, duration, target.version, result=result)
         except WuzhaoError as error:
             duration = (time.perf_counter() - t0) * 1000
-            self._record(record, invocation_id, started, duration, cold, init_ms, error)
-            return Outcome(invocation_id, cold, duration, error=error)
+            self._record(target, invocation_id, started, duration, cold, init_ms, error)
+            return Outcome(invocation_id, cold, duration, target.version, error=error)
         finally:
             del self.inflight[invocation_id]
             if instance is not None and pool is not None:
                 pool.release(instance, healthy=healthy)
 
+    # what the API shows
+
     def namespace_usage(self, namespace: str) -> dict[str, int]:
         """Live instances of a namespace and the memory they hold (what its quotas limit)."""
-        pools = [p for p in (*self._pools.values(), *self._draining) if p.record.namespace == namespace]
-        instances = sum(len(p.idle) + len(p.busy) + p.starting for p in pools)
-        memory = sum((len(p.idle) + len(p.busy) + p.starting) * p.record.config.memory_mb for p in pools)
+        instances = memory = 0
+        for pool in self._all_pools():
+            if pool.target.namespace == namespace:
+                count = len(pool.idle) + len(pool.busy) + pool.starting
+                instances += count
+                memory += count * pool.target.config.memory_mb
         return {"instances": instances, "memory_mb": memory}
 
     def instance_counts(self, namespace: str, name: str) -> dict[str, int]:
-        pool = self._pools.get((namespace, name))
-        idle = len(pool.idle) if pool else 0
-        busy = (len(pool.busy) + pool.starting) if pool else 0
-        busy += sum(
-            len(p.busy) for p in self._draining if p.record.namespace == namespace and p.record.name == name
-        )
+        idle = busy = 0
+        for pool in self._all_pools():
+            if pool.target.namespace == namespace and pool.target.function == name:
+                idle += len(pool.idle)
+                busy += len(pool.busy) + pool.starting
         return {"idle": idle, "busy": busy}
 
+    # changes
+
     async def function_changed(self, old: FunctionRecord, new: FunctionRecord | None) -> None:
-        """Retire the old revision's instances: idle ones now, busy ones after their call."""
-        pool = self._pools.pop((old.namespace, old.name), None)
-        if pool is not None:
-            pool.retire()
-            if pool.busy or pool.starting:
-                self._draining.add(pool)
+        """Retire what no longer exists: $LATEST's old revision, or every version once deleted.
+
+        Idle instances stop now, busy ones after their call.
+        """
+        for key, pool in list(self._pools.items()):
+            namespace, function, version = key
+            if (namespace, function) != (old.namespace, old.name):
+                continue
+            if version == LATEST or new is None:
+                del self._pools[key]
+                self._retire(pool)
 
     async def close(self) -> None:
         """Stop every instance (in-flight calls should have finished: the server drains first)."""
@@ -164,7 +171,7 @@ class Worker:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        for pool in [*self._pools.values(), *self._draining]:
+        for pool in self._all_pools():
             pool.retire()
             for instance in list(pool.busy):
                 self._stop_soon(instance)
@@ -175,95 +182,65 @@ class Worker:
 
     # instances
 
-    def _pool(self, record: FunctionRecord) -> FunctionPool:
-        key = (record.namespace, record.name)
+    def _all_pools(self) -> list[FunctionPool]:
+        return [*self._pools.values(), *self._draining]
+
+    def _pool(self, target: Executable) -> FunctionPool:
+        key = target.pool_key
         pool = self._pools.get(key)
-        if pool is None or pool.record.revision < record.revision:
-            if pool is not None:  # the caller's record is newer than ours: it was just updated
-                pool.retire()
-                self._draining.add(pool)
+        if pool is None or pool.target.revision < target.revision:
+            if pool is not None:  # the caller's $LATEST is newer than ours: it was just updated
+                self._retire(pool)
+            limit = target.config.max_concurrency
             pool = FunctionPool(
-                record,
-                start=self._start_instance,
+                target,
+                start=self._factory.start,
                 stop=self._stop_soon,
-                max_concurrency=self._settings.max_concurrency,
+                admit=self._admit,
+                max_concurrency=self._settings.max_concurrency if limit is None else limit,
             )
             self._pools[key] = pool
         return pool
 
-    async def _start_instance(self, record: FunctionRecord, invocation_id: str) -> Instance:
-        try:
-            uid = self._uids.acquire()
-        except UidsExhausted as exc:
-            raise Throttled(str(exc)) from None
-        instance_id = uuid.uuid4().hex[:16]
-        config = record.config
-        try:
-            code_dir, code_image = await asyncio.to_thread(self._code, record.code_sha256)
-            spec = SandboxSpec(
-                instance_id=instance_id,
-                code_dir=str(code_dir),
-                code_image=None if code_image is None else str(code_image),
-                uid=uid,
-                memory_mb=config.memory_mb,
-                cpu_shares=cpu_shares(config.memory_mb),
-                cpu_quota_us=cpu_quota_us(config.memory_mb) if self._settings.cpu_hard_limit else None,
-                pids_max=self._settings.pids_max,
-                tmp_size_mb=self._settings.tmp_size_mb,
-                env=runtime_environment(record),
-                network=config.network,
-            )
-            process = await self._launcher.launch(spec)
-        except BaseException:
-            self._uids.release(uid)
-            raise
-        channel = await RuntimeChannel.connect(
-            process.channel, max_body=self._settings.max_response_bytes + FRAME_SLACK
-        )
-        namespace, name = record.namespace, record.name
-        output = OutputCapture(
-            process.stdout_fd,
-            process.stderr_fd,
-            lambda stream, inv, text: self._recorder.log(namespace, name, inv, stream, text),
-            cap=self._settings.log_bytes_per_call,
-        )
-        output.start()
-        instance = Instance(instance_id, record, process, channel, output, uid)
-        try:
-            await instance.initialize(invocation_id, self._settings.init_timeout_s)
-        except BaseException:
-            self._stop_soon(instance)
-            raise
-        return instance
+    def _retire(self, pool: FunctionPool) -> None:
+        pool.retire()
+        if pool.busy or pool.starting:
+            self._draining.add(pool)
 
-    def _code(self, sha256: str) -> tuple[Path, Path | None]:
-        """The unpacked tree of a package and its image (None where images cannot be made)."""
-        return self._packages.code_dir(sha256), self._packages.code_image(sha256)
+    def _admit(self, target: Executable) -> None:
+        """Refuse a new instance that would take its namespace over a quota."""
+        quotas = self._quotas(target.namespace)
+        if quotas.max_instances is None and quotas.max_memory_mb is None:
+            return
+        usage = self.namespace_usage(target.namespace)
+        if quotas.max_instances is not None and usage["instances"] + 1 > quotas.max_instances:
+            raise QuotaExceeded(
+                f"namespace {target.namespace!r} already runs {usage['instances']} instances, "
+                f"its quota is {quotas.max_instances}"
+            )
+        memory = usage["memory_mb"] + target.config.memory_mb
+        if quotas.max_memory_mb is not None and memory > quotas.max_memory_mb:
+            raise QuotaExceeded(
+                f"namespace {target.namespace!r} would use {memory} MB of instance memory, "
+                f"its quota is {quotas.max_memory_mb} MB"
+            )
 
     def _stop_soon(self, instance: Instance) -> None:
         async def stop() -> None:
-            try:
-                await instance.stop()
-            except Exception:
-                log.exception("could not stop instance %s", instance.id)
-            finally:
-                self._uids.release(instance.uid)
-                self._forget_drained()
+            await self._factory.stop(instance)
+            self._draining = {p for p in self._draining if not p.empty}
 
         task = asyncio.get_running_loop().create_task(stop())
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
 
-    def _forget_drained(self) -> None:
-        self._draining = {p for p in self._draining if not p.empty}
-
     async def _reap_idle(self) -> None:
-        timeout = self._settings.idle_timeout_s
-        period = max(0.05, min(1.0, timeout / 4))
+        period = max(0.05, min(1.0, self._settings.idle_timeout_s / 4))
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
             for pool in list(self._pools.values()):
+                timeout = pool.target.config.idle_timeout_s or self._settings.idle_timeout_s
                 idle = [IdleInstance(i.id, i.idle_since) for i in pool.idle]
                 ids = set(expired(idle, now=now, idle_timeout_s=timeout))
                 for instance in pool.take_expired(ids):
@@ -271,7 +248,7 @@ class Worker:
 
     def _record(
         self,
-        record: FunctionRecord,
+        target: Executable,
         invocation_id: str,
         started: float,
         duration_ms: float,
@@ -282,46 +259,19 @@ class Worker:
         self._recorder.record(
             InvocationRecord(
                 id=invocation_id,
-                namespace=record.namespace,
-                function=record.name,
-                revision=record.revision,
+                namespace=target.namespace,
+                function=target.function,
+                revision=target.revision,
                 status="failed" if error else "succeeded",
                 started_at=started,
                 duration_ms=round(duration_ms, 3),
                 cold_start=cold,
                 init_duration_ms=None if init_ms is None else round(init_ms, 3),
                 error=error.to_body()["error"] if error else None,
+                version=target.version,
             )
         )
         if isinstance(error, InvocationError):
             log.info(
-                "invocation %s of %s failed: %s %s", invocation_id, record.name, error.code, error.message
+                "invocation %s of %s failed: %s %s", invocation_id, target.function, error.code, error.message
             )
-
-
-def runtime_environment(record: FunctionRecord) -> dict[str, str]:
-    """The whole environment of an instance: the function's env and documented runtime variables.
-
-    Names follow Lambda's so that existing functions that read them move over
-    unchanged; nothing here names the platform's host, port or data.
-    """
-    config = record.config
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "TZ": "UTC",
-        "HOME": "/tmp",
-        "LAMBDA_TASK_ROOT": "/var/task",
-        # The runtime's own libpython for a Python the function starts (its run path names a
-        # host directory that is not there inside).
-        "LD_LIBRARY_PATH": "/var/lang/lib",
-        "AWS_LAMBDA_FUNCTION_NAME": record.name,
-        "AWS_LAMBDA_FUNCTION_VERSION": str(record.revision),
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
-        "AWS_EXECUTION_ENV": f"wuzhao_{config.runtime}",
-        "_HANDLER": config.handler,
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.update(config.env)
-    return env

@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 
-from wuzhao.domain.functions import FunctionConfig, FunctionRecord
+from wuzhao.domain.functions import FunctionConfig
 from wuzhao.domain.instances import InstanceState, can_transition
+from wuzhao.domain.versions import Executable
 from wuzhao.errors import Throttled
 from wuzhao.worker.pool import FunctionPool, PoolRetired
 
-RECORD = FunctionRecord("default", "hello", FunctionConfig(), "ab" * 32, 10, 1, 0.0, 0.0)
+RECORD = Executable("default", "hello", "$LATEST", 1, FunctionConfig(), "ab" * 32)
 _ids = itertools.count(1)
 
 
@@ -45,7 +46,7 @@ class Lifecycle:
     gate: asyncio.Event | None = None
     failures: list[BaseException] = field(default_factory=list)
 
-    async def start(self, record: FunctionRecord, invocation_id: str) -> Any:
+    async def start(self, record: Executable, invocation_id: str) -> Any:
         assert record is RECORD
         self.calls.append(invocation_id)
         if self.gate is not None:
@@ -136,7 +137,7 @@ def test_at_the_limit_a_call_waits_then_is_throttled(make_pool: MakePool, wait_s
             await pool.acquire("b", wait_s=wait_s)
         waited = loop.time() - began
         assert wait_s <= waited + 0.01 and waited < wait_s + 1
-        assert "concurrency limit of 1" in info.value.message
+        assert "concurrency limit (1)" in info.value.message
         assert life.calls == ["a"]
         # the throttled call left nothing behind: a release still lands in idle
         pool.release(busy, healthy=True)
