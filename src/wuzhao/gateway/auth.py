@@ -35,7 +35,7 @@ class AuthMiddleware:
 
 
 def _protected(path: str) -> bool:
-    return path == "/v1" or path.startswith("/v1/")
+    return path == "/v1" or path.startswith("/v1/") or path == "/metrics"
 
 
 def _bearer(scope: Scope) -> str | None:

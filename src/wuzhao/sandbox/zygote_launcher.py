@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -94,6 +95,10 @@ def check_host(cgroup_root: Path = CGROUP_ROOT) -> None:
             f"no cgroup v1 {', '.join(missing)} controller under {cgroup_root} "
             "(cgroup v2-only hosts are not supported yet)"
         )
+    try:
+        ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        problems.append("libseccomp is not installed (Debian package libseccomp2): no syscall filter")
     if problems:
         raise SandboxUnavailable(
             "this host cannot run sandboxes: "
