@@ -13,10 +13,13 @@ setting    variable                   fallback
 url        ``WUZHAO_URL``             ``http://127.0.0.1:9600``
 api key    ``WUZHAO_API_KEY``         ``<data dir>/admin.key`` (the key on one line)
 data dir   ``WUZHAO_DATA_DIR``        ``~/.local/share/wuzhao``
+namespace  ``WUZHAO_NAMESPACE``       the key's own namespace
 =========  =========================  ==================================================
 
 The key is looked up on the first call that needs it, so :meth:`Client.health`
-works without one.
+works without one. A namespace other than the key's own is sent as the
+``X-Wuzhao-Namespace`` header, which only admin keys may use (any other key
+gets 404, as for everything it must not see).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +50,8 @@ KEY_FILE = "admin.key"
 INVOCATION_ID_HEADER = "X-Wuzhao-Invocation-Id"
 COLD_START_HEADER = "X-Wuzhao-Cold-Start"  # "true" | "false"
 DURATION_HEADER = "X-Wuzhao-Duration-Ms"  # float
+EXECUTED_VERSION_HEADER = "X-Wuzhao-Executed-Version"  # "$LATEST" or a version number
+NAMESPACE_HEADER = "X-Wuzhao-Namespace"  # the namespace an admin key acts in
 
 LOG_PAGE_DEFAULT = 100  # the server's default `limit`
 LOG_PAGE_MAX = 1000  # the server's largest `limit`
@@ -55,6 +60,11 @@ LOG_PAGE_MAX = 1000  # the server's largest `limit`
 def resolve_url(url: str | None, environ: Mapping[str, str]) -> str:
     """The API address: ``url``, else ``WUZHAO_URL``, else :data:`DEFAULT_URL`."""
     return (url or environ.get("WUZHAO_URL") or DEFAULT_URL).rstrip("/")
+
+
+def resolve_namespace(namespace: str | None, environ: Mapping[str, str]) -> str | None:
+    """The namespace to act in: ``namespace``, else ``WUZHAO_NAMESPACE``, else None (the key's own)."""
+    return namespace or environ.get("WUZHAO_NAMESPACE") or None
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
@@ -103,9 +113,16 @@ class InvokeResult:
     invocation_id: str  # look the call up later with Client.get_invocation
     cold_start: bool  # True when a new instance had to start for this call
     duration_ms: float  # time spent in the instance, as measured by the server
+    version: str = ""  # the version that ran: "$LATEST" or a number ("3"); "" if not reported
 
 
-class Deployment(dict[str, Any]):
+class _Written(dict[str, Any]):
+    def __init__(self, body: Mapping[str, Any], *, created: bool) -> None:
+        super().__init__(body)
+        self.created = created
+
+
+class Deployment(_Written):
     """The function object a deploy returned, plus whether the deploy created it.
 
     It is the server's JSON object unchanged (``==`` a plain dict of the same
@@ -113,9 +130,13 @@ class Deployment(dict[str, Any]):
     update of an existing one (200).
     """
 
-    def __init__(self, function: Mapping[str, Any], *, created: bool) -> None:
-        super().__init__(function)
-        self.created = created
+
+class Publication(_Written):
+    """The version object :meth:`Client.publish` returned, plus whether it is new.
+
+    :attr:`created` is False when ``$LATEST`` had not changed since the last
+    published version: that version is returned and no new one is made.
+    """
 
 
 class Client:
@@ -136,9 +157,11 @@ class Client:
         environ: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        namespace: str | None = None,
     ) -> None:
         self._environ = os.environ if environ is None else environ
         self.url = resolve_url(url, self._environ)
+        self.namespace = resolve_namespace(namespace, self._environ)
         self._explicit_key = api_key
         self._data_dir = data_dir
         self._api_key: str | None = None
@@ -173,12 +196,21 @@ class Client:
         env: Mapping[str, str] | None = None,
         runtime: str | None = None,
         network: str | None = None,
+        secrets: Mapping[str, str] | None = None,
+        layers: Sequence[str] | None = None,
+        max_concurrency: int | None = None,
+        idle_timeout_s: int | None = None,
     ) -> Deployment:
         """Create or update function ``name``; return its function object.
 
         Code comes from ``code_dir`` (zipped with :func:`wuzhao.packaging.zip_directory`)
         or ``code_zip``; without either only the settings change (code is needed
-        on create). Settings left as None keep their current (or default) value.
+        on create). Settings left as None keep their current (or default) value;
+        ``env``, ``secrets`` and ``layers`` replace the whole current value
+        (``{}``/``[]`` clear it). ``secrets`` maps an environment variable to
+        the name of a secret of the namespace (see :meth:`set_secret`);
+        ``layers`` are ``"name:version"`` references (see :meth:`push_layer`).
+        ``max_concurrency=0`` disables the function (every call gets 429).
         Deploying the same code and settings again changes nothing.
         """
         if code_dir is not None and code_zip is not None:
@@ -192,7 +224,11 @@ class Client:
             "timeout_s": timeout_s,
             "env": dict(env) if env is not None else None,
             "network": network,
-            "code": base64.b64encode(code_zip).decode("ascii") if code_zip is not None else None,
+            "secrets": dict(secrets) if secrets is not None else None,
+            "layers": list(layers) if layers is not None else None,
+            "max_concurrency": max_concurrency,
+            "idle_timeout_s": idle_timeout_s,
+            "code": _b64(code_zip) if code_zip is not None else None,
         }
         body = {key: value for key, value in fields.items() if value is not None}
         response = self._request("PUT", _function_path(name), json=body)
@@ -212,12 +248,82 @@ class Client:
         """Delete ``name``, its code and its instances; raises NotFound when there is none."""
         self._request("DELETE", _function_path(name))
 
+    # -- versions and aliases ----------------------------------------------
+
+    def publish(self, name: str, description: str = "") -> Publication:
+        """Snapshot ``name``'s ``$LATEST`` (code and settings) as its next immutable version.
+
+        When nothing changed since the last version, that version is returned
+        (``created`` False) and no new one is made.
+        """
+        response = self._request(
+            "POST", _path("functions", name, "versions"), json={"description": description}
+        )
+        return Publication(response.json(), created=response.status_code == 201)
+
+    def list_versions(self, name: str) -> list[dict[str, Any]]:
+        """The published versions of ``name``, oldest first."""
+        versions: list[dict[str, Any]] = self._json("GET", _path("functions", name, "versions"))["versions"]
+        return versions
+
+    def get_version(self, name: str, version: int) -> dict[str, Any]:
+        """One published version of ``name``; raises NotFound when there is none."""
+        record: dict[str, Any] = self._json("GET", _path("functions", name, "versions", version))
+        return record
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete a published version; raises Conflict while an alias points to it."""
+        self._request("DELETE", _path("functions", name, "versions", version))
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        routing: Mapping[int, float] | Mapping[str, float] | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """Point ``alias`` of ``name`` at ``version`` (creating the alias if needed).
+
+        ``routing`` sends a share of the calls to a second version:
+        ``{4: 0.1}`` runs version 4 for 10 % of the calls and ``version`` for the rest.
+        """
+        body: dict[str, Any] = {"version": version, "description": description}
+        if routing is not None:
+            body["routing"] = {str(other): weight for other, weight in routing.items()}
+        record: dict[str, Any] = self._json("PUT", _path("functions", name, "aliases", alias), json=body)
+        return record
+
+    def list_aliases(self, name: str) -> list[dict[str, Any]]:
+        """The aliases of ``name``."""
+        aliases: list[dict[str, Any]] = self._json("GET", _path("functions", name, "aliases"))["aliases"]
+        return aliases
+
+    def get_alias(self, name: str, alias: str) -> dict[str, Any]:
+        """One alias of ``name``; raises NotFound when there is none."""
+        record: dict[str, Any] = self._json("GET", _path("functions", name, "aliases", alias))
+        return record
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Delete an alias; the versions it pointed to stay."""
+        self._request("DELETE", _path("functions", name, "aliases", alias))
+
     # -- invocations -------------------------------------------------------
 
-    def invoke(self, name: str, event: Any = None, *, payload: bytes | None = None) -> InvokeResult:
+    def invoke(
+        self,
+        name: str,
+        event: Any = None,
+        *,
+        payload: bytes | None = None,
+        qualifier: str | int | None = None,
+    ) -> InvokeResult:
         """Call ``name`` with ``event`` (any JSON value; None sends ``{}``) and wait for it.
 
         ``payload`` sends JSON bytes as they are instead (e.g. a literal ``null``).
+        ``qualifier`` picks what runs: ``"$LATEST"`` (the default), a published
+        version number, or an alias; :attr:`InvokeResult.version` says which ran.
         A failed call raises its typed error (FunctionError, Timeout, Throttled,
         ...) with an ``invocation_id`` attribute (None when the server assigned none).
         """
@@ -230,6 +336,7 @@ class Client:
             f"{_function_path(name)}/invoke",
             content=payload,
             headers={"Content-Type": "application/json"},
+            params={"qualifier": str(qualifier)} if qualifier is not None else None,
             timeout=self._invoke_timeout,
         )
         invocation_id = response.headers.get(INVOCATION_ID_HEADER)
@@ -243,6 +350,7 @@ class Client:
             invocation_id=invocation_id or "",
             cold_start=response.headers.get(COLD_START_HEADER, "").lower() == "true",
             duration_ms=float(response.headers.get(DURATION_HEADER) or 0.0),
+            version=response.headers.get(EXECUTED_VERSION_HEADER, ""),
         )
 
     def get_invocation(self, invocation_id: str) -> dict[str, Any]:
@@ -307,6 +415,115 @@ class Client:
             if len(page["logs"]) < asked:  # a full page means more are waiting: no pause
                 time.sleep(poll_interval)
 
+    # -- layers and secrets ------------------------------------------------
+
+    def push_layer(
+        self,
+        name: str,
+        code_dir: str | os.PathLike[str] | None = None,
+        *,
+        code_zip: bytes | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """Upload ``code_dir`` (zipped) or ``code_zip`` as the next version of layer ``name``.
+
+        Returns the layer version; functions use it as ``layer["reference"]``
+        (``"name:version"``) in their ``layers``.
+        """
+        if (code_dir is None) == (code_zip is None):
+            raise TypeError("pass code_dir or code_zip (one of them)")
+        if code_dir is not None:
+            code_zip = zip_directory(code_dir)
+        assert code_zip is not None
+        body = {"code": _b64(code_zip), "description": description}
+        layer: dict[str, Any] = self._json("PUT", _path("layers", name), json=body)
+        return layer
+
+    def list_layers(self) -> list[dict[str, Any]]:
+        """Every version of every layer of the namespace."""
+        layers: list[dict[str, Any]] = self._json("GET", "/v1/layers")["layers"]
+        return layers
+
+    def get_layer(self, name: str) -> dict[str, Any]:
+        """Layer ``name`` with its versions: ``{"name": ..., "versions": [...]}``."""
+        layer: dict[str, Any] = self._json("GET", _path("layers", name))
+        return layer
+
+    def delete_layer_version(self, name: str, version: int) -> None:
+        """Delete one version of a layer; its number is never reused."""
+        self._request("DELETE", _path("layers", name, "versions", version))
+
+    def set_secret(self, name: str, value: str) -> dict[str, Any]:
+        """Create or replace secret ``name``. The answer (and every later one) holds only its name."""
+        secret: dict[str, Any] = self._json("PUT", _path("secrets", name), json={"value": value})
+        return secret
+
+    def list_secrets(self) -> list[dict[str, Any]]:
+        """The secrets of the namespace: names and times, never values."""
+        secrets: list[dict[str, Any]] = self._json("GET", "/v1/secrets")["secrets"]
+        return secrets
+
+    def delete_secret(self, name: str) -> None:
+        self._request("DELETE", _path("secrets", name))
+
+    # -- namespaces and keys (admin keys only) -----------------------------
+
+    def create_namespace(
+        self, name: str, *, max_instances: int | None = None, max_memory_mb: int | None = None
+    ) -> dict[str, Any]:
+        """Create a namespace (a tenant); quotas left as None mean no limit."""
+        body: dict[str, Any] = {"name": name}
+        if max_instances is not None:
+            body["max_instances"] = max_instances
+        if max_memory_mb is not None:
+            body["max_memory_mb"] = max_memory_mb
+        namespace: dict[str, Any] = self._json("POST", "/v1/namespaces", json=body)
+        return namespace
+
+    def list_namespaces(self) -> list[dict[str, Any]]:
+        namespaces: list[dict[str, Any]] = self._json("GET", "/v1/namespaces")["namespaces"]
+        return namespaces
+
+    def get_namespace(self, name: str) -> dict[str, Any]:
+        """A namespace with its quotas and current usage."""
+        namespace: dict[str, Any] = self._json("GET", _path("namespaces", name))
+        return namespace
+
+    def set_quotas(
+        self, name: str, *, max_instances: int | None, max_memory_mb: int | None
+    ) -> dict[str, Any]:
+        """Replace both quotas of a namespace (None: no limit)."""
+        body = {"max_instances": max_instances, "max_memory_mb": max_memory_mb}
+        namespace: dict[str, Any] = self._json("PUT", _path("namespaces", name), json=body)
+        return namespace
+
+    def delete_namespace(self, name: str) -> None:
+        """Delete an empty namespace; raises Conflict while it still holds anything."""
+        self._request("DELETE", _path("namespaces", name))
+
+    def create_key(self, role: str, namespace: str | None = None, description: str = "") -> dict[str, Any]:
+        """Issue an API key with ``role`` (admin, developer, invoker) in ``namespace``.
+
+        ``namespace`` defaults to the client's namespace, else ``default``. The
+        answer's ``key`` is the secret: this is the only time it is ever shown.
+        """
+        body = {
+            "role": role,
+            "namespace": namespace or self.namespace or "default",
+            "description": description,
+        }
+        key: dict[str, Any] = self._json("POST", "/v1/keys", json=body)
+        return key
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """Every key: id, namespace, role, description; never the secret."""
+        keys: list[dict[str, Any]] = self._json("GET", "/v1/keys")["keys"]
+        return keys
+
+    def revoke_key(self, key_id: str) -> None:
+        """Revoke a key; requests with it fail at once."""
+        self._request("DELETE", _path("keys", key_id))
+
     # -- server ------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -318,6 +535,9 @@ class Client:
         return health
 
     # -- plumbing ----------------------------------------------------------
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self._send(method, path, **kwargs)
@@ -337,6 +557,8 @@ class Client:
         headers = dict(headers or {})
         if authenticated:
             headers["Authorization"] = f"Bearer {self._key()}"
+            if self.namespace:
+                headers[NAMESPACE_HEADER] = self.namespace
         return self._http.request(method, path, headers=headers, **kwargs)
 
     def _key(self) -> str:
@@ -345,9 +567,17 @@ class Client:
         return self._api_key
 
 
+def _path(*segments: str | int) -> str:
+    # Quote every segment, so a name like "../x" cannot reach another route.
+    return "/v1/" + "/".join(quote(str(segment), safe="") for segment in segments)
+
+
 def _function_path(name: str) -> str:
-    # Quote everything, so a name like "../x" cannot reach another route.
-    return f"/v1/functions/{quote(name, safe='')}"
+    return _path("functions", name)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _error_from(response: httpx.Response) -> errors.WuzhaoError:

@@ -93,7 +93,9 @@ class Settings:
         "",
         "WUZHAO_RUNTIME_LAYERS",
         "Host directories every function gets read-only under /opt, as `name=/path` pairs separated by "
-        "commas (e.g. `sci=/srv/wuzhao/sci`): libraries the operator upgrades in place, with no redeploy.",
+        "commas (e.g. `sci=/srv/wuzhao/sci`): libraries the operator upgrades in place, with no redeploy. "
+        "Each is imaged at server start (again only if it changed): an upgrade reaches instances started "
+        "after the next restart. A missing directory stops the server.",
     )
     insecure_no_sandbox: bool = _setting(
         False, "WUZHAO_INSECURE_NO_SANDBOX", "Development only: run functions without namespaces."
@@ -116,8 +118,11 @@ class Settings:
                 ) from None
         return tuple(networks)
 
-    def runtime_layer_mounts(self) -> tuple[LayerMount, ...]:
-        """``runtime_layers`` parsed; BadRequest naming the variable and the entry."""
+    def runtime_layer_mounts(self, *, check_dirs: bool = False) -> tuple[LayerMount, ...]:
+        """``runtime_layers`` parsed; BadRequest naming the variable and the entry.
+
+        ``check_dirs`` (at server start): each path must be an existing directory.
+        """
         mounts: list[LayerMount] = []
         for item in filter(None, (part.strip() for part in self.runtime_layers.split(","))):
             name, _, path = item.partition("=")
@@ -129,6 +134,11 @@ class Settings:
             if any(m.name == name for m in mounts):
                 raise BadRequest(
                     f"WUZHAO_RUNTIME_LAYERS: {name!r} appears twice", field="WUZHAO_RUNTIME_LAYERS"
+                )
+            if check_dirs and not os.path.isdir(path):
+                raise BadRequest(
+                    f"WUZHAO_RUNTIME_LAYERS: {item!r}: {path} is not an existing directory",
+                    field="WUZHAO_RUNTIME_LAYERS",
                 )
             mounts.append(LayerMount(name=name, directory=path))
         return tuple(mounts)

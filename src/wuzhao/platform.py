@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from wuzhao.config import Settings
 from wuzhao.control.functions import FunctionRegistry
 from wuzhao.control.keys import KeyRing
-from wuzhao.control.layers import Layers
+from wuzhao.control.layers import Layers, check_not_reserved
 from wuzhao.control.namespaces import Namespaces
 from wuzhao.control.packages import CodePackages
 from wuzhao.control.secrets import Secrets, load_or_create_key
 from wuzhao.control.versions import Versions
 from wuzhao.domain.functions import FunctionConfig
+from wuzhao.observe.metrics import Metrics
 from wuzhao.observe.recorder import Recorder
 from wuzhao.sandbox.api import Launcher
 from wuzhao.store.api import Store
@@ -41,23 +42,37 @@ class Platform:
     layers: Layers
     secrets: Secrets
     recorder: Recorder
+    metrics: Metrics
     launcher: Launcher
     worker: Worker
 
     @classmethod
     def build(cls, settings: Settings, launcher: Launcher | None = None) -> Platform:
         data = settings.data_dir
+        runtime_layers = settings.runtime_layer_mounts(check_dirs=True)  # a missing one stops the server
         store = SqliteStore(data / "wuzhao.db")
         packages = CodePackages(
             data, max_bytes=settings.max_code_bytes, max_unpacked_bytes=settings.max_unpacked_code_bytes
         )
         data.mkdir(parents=True, exist_ok=True)
         namespaces = Namespaces(store)
-        layers = Layers(store, packages)
+
+        def layer_users(namespace: str, ref: str) -> list[str]:
+            users = [f.name for f in registry.list(namespace) if ref in f.config.layers]
+            for function in registry.list(namespace):
+                users += [
+                    f"{function.name}:{v.version}"
+                    for v in versions.list_versions(namespace, function.name)
+                    if ref in v.config.layers
+                ]
+            return users
+
+        layers = Layers(store, packages, users=layer_users)
         secrets = Secrets(store, load_or_create_key(data))
 
         async def check_references(namespace: str, config: FunctionConfig) -> None:
             await layers.resolve(namespace, config.layers)
+            check_not_reserved(config.layers, {mount.name for mount in runtime_layers})
             await secrets.check(namespace, config.secrets)
 
         registry = FunctionRegistry(store, packages, check_references=check_references)
@@ -72,9 +87,13 @@ class Platform:
             recorder,
             secrets=secrets.resolve,
             layers=layers.resolve,
-            runtime_layers=settings.runtime_layer_mounts(),
+            runtime_layers=runtime_layers,
         )
-        worker = Worker(settings, factory, recorder, resolve=versions.resolve, quotas=namespaces.get)
+        metrics = Metrics()
+        worker = Worker(
+            settings, factory, recorder, resolve=versions.resolve, quotas=namespaces.get, metrics=metrics
+        )
+        metrics.watch_instances(worker.all_instance_counts)
         registry.on_change(worker.function_changed)
         return cls(
             settings=settings,
@@ -86,6 +105,7 @@ class Platform:
             layers=layers,
             secrets=secrets,
             recorder=recorder,
+            metrics=metrics,
             launcher=launcher,
             worker=worker,
         )
@@ -124,4 +144,5 @@ def default_launcher(settings: Settings) -> Launcher:
         server_id=server_id,
         isolate=not settings.insecure_no_sandbox,
         network_allow=settings.allowed_networks(),
+        runtime_layers=settings.runtime_layer_mounts(),
     )

@@ -419,3 +419,291 @@ def test_client_is_a_context_manager(make_client: Callable[..., Any]) -> None:
         assert same is client
     with pytest.raises(RuntimeError):
         client.list_functions()
+
+
+# -- namespaces in requests ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, None),
+        ({"namespace": "team"}, "team"),
+        ({"environ": {"WUZHAO_NAMESPACE": "env-team"}}, "env-team"),
+        ({"namespace": "team", "environ": {"WUZHAO_NAMESPACE": "env-team"}}, "team"),
+    ],
+)
+def test_namespace_header(
+    make_client: Callable[..., Any], kwargs: dict[str, Any], expected: str | None
+) -> None:
+    client, recorder = make_client(answer(body={"functions": []}), answer(body={"status": "ok"}), **kwargs)
+
+    client.list_functions()
+    client.health()
+
+    authenticated, health = recorder.requests
+    assert authenticated.headers.get("x-wuzhao-namespace") == expected
+    assert "x-wuzhao-namespace" not in health.headers
+
+
+# -- deploy settings -----------------------------------------------------------
+
+
+def test_deploy_sends_secrets_layers_and_limits(make_client: Callable[..., Any]) -> None:
+    client, recorder = make_client(answer(200, FUNCTION))
+
+    client.deploy(
+        "hello",
+        secrets={"DB": "db-pass"},
+        layers=("deps:3", "tools:1"),
+        max_concurrency=0,
+        idle_timeout_s=60,
+    )
+
+    assert json.loads(recorder.last.content) == {
+        "secrets": {"DB": "db-pass"},
+        "layers": ["deps:3", "tools:1"],
+        "max_concurrency": 0,  # 0 is a setting (disabled), not "left as is"
+        "idle_timeout_s": 60,
+    }
+
+
+def test_deploy_can_clear_secrets_and_layers(make_client: Callable[..., Any]) -> None:
+    client, recorder = make_client(answer(200, FUNCTION))
+
+    client.deploy("hello", secrets={}, layers=[])
+
+    assert json.loads(recorder.last.content) == {"secrets": {}, "layers": []}
+
+
+# -- versions and aliases ------------------------------------------------------
+
+VERSION = {"function": "hello", "version": 2, "description": "v2", "code_sha256": "ab" * 32}
+ALIAS = {"function": "hello", "name": "prod", "version": 2, "routing": None, "description": ""}
+
+
+@pytest.mark.parametrize(("status", "created"), [(201, True), (200, False)])
+def test_publish(make_client: Callable[..., Any], status: int, created: bool) -> None:
+    client, recorder = make_client(answer(status, VERSION))
+
+    version = client.publish("hello", "v2")
+
+    assert (recorder.last.method, recorder.last.url.path) == ("POST", "/v1/functions/hello/versions")
+    assert json.loads(recorder.last.content) == {"description": "v2"}
+    assert version == VERSION
+    assert version.created is created
+
+
+def test_version_reads_and_delete(make_client: Callable[..., Any]) -> None:
+    client, recorder = make_client(answer(body={"versions": [VERSION]}), answer(body=VERSION), answer(204))
+
+    assert client.list_versions("hello") == [VERSION]
+    assert client.get_version("hello", 2) == VERSION
+    assert client.delete_version("hello", 2) is None
+    assert [(r.method, r.url.path) for r in recorder.requests] == [
+        ("GET", "/v1/functions/hello/versions"),
+        ("GET", "/v1/functions/hello/versions/2"),
+        ("DELETE", "/v1/functions/hello/versions/2"),
+    ]
+
+
+def test_deleting_a_version_in_use_raises_conflict(make_client: Callable[..., Any]) -> None:
+    body = {"error": {"code": "Conflict", "message": "version 2 is in use by alias prod"}}
+    client, _ = make_client(answer(409, body))
+
+    with pytest.raises(errors.Conflict, match="alias prod"):
+        client.delete_version("hello", 2)
+
+
+@pytest.mark.parametrize(
+    ("routing", "sent"),
+    [(None, None), ({4: 0.1}, {"4": 0.1}), ({"4": 0.25}, {"4": 0.25})],
+)
+def test_set_alias(
+    make_client: Callable[..., Any], routing: dict[Any, float] | None, sent: dict[str, float] | None
+) -> None:
+    client, recorder = make_client(answer(201, ALIAS))
+
+    assert client.set_alias("hello", "prod", 3, routing=routing, description="live") == ALIAS
+
+    assert (recorder.last.method, recorder.last.url.path) == ("PUT", "/v1/functions/hello/aliases/prod")
+    body = json.loads(recorder.last.content)
+    assert body.pop("routing", None) == sent
+    assert body == {"version": 3, "description": "live"}
+
+
+def test_alias_reads_and_delete(make_client: Callable[..., Any]) -> None:
+    client, recorder = make_client(answer(body={"aliases": [ALIAS]}), answer(body=ALIAS), answer(204))
+
+    assert client.list_aliases("hello") == [ALIAS]
+    assert client.get_alias("hello", "prod") == ALIAS
+    client.delete_alias("hello", "prod")
+    assert [(r.method, r.url.path) for r in recorder.requests] == [
+        ("GET", "/v1/functions/hello/aliases"),
+        ("GET", "/v1/functions/hello/aliases/prod"),
+        ("DELETE", "/v1/functions/hello/aliases/prod"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("qualifier", "query"), [(None, {}), ("prod", {"qualifier": "prod"}), (3, {"qualifier": "3"})]
+)
+def test_invoke_a_qualifier_reports_the_version_that_ran(
+    make_client: Callable[..., Any], qualifier: str | int | None, query: dict[str, str]
+) -> None:
+    client, recorder = make_client(answer(200, 1, **INVOKE_HEADERS, **{"X-Wuzhao-Executed-Version": "3"}))
+
+    result = client.invoke("hello", qualifier=qualifier)
+
+    assert dict(recorder.last.url.params) == query
+    assert result.version == "3"
+
+
+def test_invoke_version_is_empty_when_not_reported(make_client: Callable[..., Any]) -> None:
+    client, _ = make_client(answer(200, 1, **INVOKE_HEADERS))
+
+    assert client.invoke("hello").version == ""
+
+
+# -- layers and secrets --------------------------------------------------------
+
+LAYER = {"name": "deps", "version": 1, "reference": "deps:1", "code_sha256": "cd" * 32, "code_size": 10}
+
+
+def test_push_layer_zips_the_directory(make_client: Callable[..., Any], tmp_path: Path) -> None:
+    (tmp_path / "python").mkdir()
+    (tmp_path / "python" / "lib.py").write_text("X = 1\n")
+    client, recorder = make_client(answer(201, LAYER))
+
+    assert client.push_layer("deps", tmp_path, description="libs") == LAYER
+
+    assert (recorder.last.method, recorder.last.url.path) == ("PUT", "/v1/layers/deps")
+    body = json.loads(recorder.last.content)
+    assert body["description"] == "libs"
+    with zipfile.ZipFile(io.BytesIO(base64.b64decode(body["code"]))) as archive:
+        assert archive.namelist() == ["python/lib.py"]
+
+
+def test_push_layer_takes_a_zip(make_client: Callable[..., Any]) -> None:
+    client, recorder = make_client(answer(201, LAYER))
+
+    client.push_layer("deps", code_zip=b"PK\x05\x06" + b"\0" * 18)
+
+    assert base64.b64decode(json.loads(recorder.last.content)["code"]).startswith(b"PK")
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"code_dir": ".", "code_zip": b"PK"}])
+def test_push_layer_needs_exactly_one_source(make_client: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    client, recorder = make_client()
+
+    with pytest.raises(TypeError):
+        client.push_layer("deps", **kwargs)
+    assert recorder.requests == []
+
+
+def test_layer_reads_and_delete(make_client: Callable[..., Any]) -> None:
+    client, recorder = make_client(
+        answer(body={"layers": [LAYER]}), answer(body={"name": "deps", "versions": [LAYER]}), answer(204)
+    )
+
+    assert client.list_layers() == [LAYER]
+    assert client.get_layer("deps") == {"name": "deps", "versions": [LAYER]}
+    client.delete_layer_version("deps", 1)
+    assert [(r.method, r.url.path) for r in recorder.requests] == [
+        ("GET", "/v1/layers"),
+        ("GET", "/v1/layers/deps"),
+        ("DELETE", "/v1/layers/deps/versions/1"),
+    ]
+
+
+def test_secrets(make_client: Callable[..., Any]) -> None:
+    secret = {"name": "db-pass", "updated_at": "2024-05-01T12:00:00Z"}
+    client, recorder = make_client(answer(body=secret), answer(body={"secrets": [secret]}), answer(204))
+
+    assert client.set_secret("db-pass", "s3cr3t") == secret
+    assert client.list_secrets() == [secret]
+    client.delete_secret("db-pass")
+    put, listed, deleted = recorder.requests
+    assert (put.method, put.url.path, json.loads(put.content)) == (
+        "PUT",
+        "/v1/secrets/db-pass",
+        {"value": "s3cr3t"},
+    )
+    assert (listed.method, listed.url.path) == ("GET", "/v1/secrets")
+    assert (deleted.method, deleted.url.path) == ("DELETE", "/v1/secrets/db-pass")
+
+
+# -- namespaces and keys -------------------------------------------------------
+
+NAMESPACE = {"name": "team", "max_instances": 5, "max_memory_mb": None, "usage": {"instances": 0}}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "sent"),
+    [
+        ({}, {"name": "team"}),
+        ({"max_instances": 5, "max_memory_mb": 0}, {"name": "team", "max_instances": 5, "max_memory_mb": 0}),
+    ],
+)
+def test_create_namespace(
+    make_client: Callable[..., Any], kwargs: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    client, recorder = make_client(answer(201, NAMESPACE))
+
+    assert client.create_namespace("team", **kwargs) == NAMESPACE
+
+    assert (recorder.last.method, recorder.last.url.path) == ("POST", "/v1/namespaces")
+    assert json.loads(recorder.last.content) == sent
+
+
+def test_namespace_reads_quotas_and_delete(make_client: Callable[..., Any]) -> None:
+    client, recorder = make_client(
+        answer(body={"namespaces": [NAMESPACE]}), answer(body=NAMESPACE), answer(body=NAMESPACE), answer(204)
+    )
+
+    assert client.list_namespaces() == [NAMESPACE]
+    assert client.get_namespace("team") == NAMESPACE
+    client.set_quotas("team", max_instances=5, max_memory_mb=None)
+    client.delete_namespace("team")
+    assert [(r.method, r.url.path) for r in recorder.requests] == [
+        ("GET", "/v1/namespaces"),
+        ("GET", "/v1/namespaces/team"),
+        ("PUT", "/v1/namespaces/team"),
+        ("DELETE", "/v1/namespaces/team"),
+    ]
+    assert json.loads(recorder.requests[2].content) == {"max_instances": 5, "max_memory_mb": None}
+
+
+@pytest.mark.parametrize(
+    ("client_namespace", "namespace", "sent"),
+    [(None, None, "default"), ("team", None, "team"), ("team", "other", "other")],
+)
+def test_create_key(
+    make_client: Callable[..., Any], client_namespace: str | None, namespace: str | None, sent: str
+) -> None:
+    created = {"key_id": "k1", "namespace": sent, "role": "developer", "key": "wz_secret"}
+    client, recorder = make_client(answer(201, created), namespace=client_namespace)
+
+    assert client.create_key("developer", namespace, "ci")["key"] == "wz_secret"
+
+    assert (recorder.last.method, recorder.last.url.path) == ("POST", "/v1/keys")
+    assert json.loads(recorder.last.content) == {"role": "developer", "namespace": sent, "description": "ci"}
+
+
+def test_list_and_revoke_keys(make_client: Callable[..., Any]) -> None:
+    key = {"key_id": "k1", "namespace": "team", "role": "invoker"}
+    client, recorder = make_client(answer(body={"keys": [key]}), answer(204))
+
+    assert client.list_keys() == [key]
+    client.revoke_key("k1")
+    assert (recorder.last.method, recorder.last.url.path) == ("DELETE", "/v1/keys/k1")
+
+
+def test_every_segment_is_quoted(make_client: Callable[..., Any]) -> None:
+    client, recorder = make_client(answer(204), answer(204))
+
+    client.delete_alias("../x", "a/b")
+    client.revoke_key("../../functions")
+
+    assert recorder.requests[0].url.raw_path == b"/v1/functions/..%2Fx/aliases/a%2Fb"
+    assert recorder.requests[1].url.raw_path == b"/v1/keys/..%2F..%2Ffunctions"

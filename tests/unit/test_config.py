@@ -151,3 +151,15 @@ def test_reference_table_has_a_row_per_setting() -> None:
 def test_docs_config_md_holds_the_current_table() -> None:
     # Regenerate with: python -m wuzhao.config (see the file's heading).
     assert reference_table() in DOCS.read_text()
+
+
+def test_runtime_layers_are_checked_on_the_host_only_when_asked(tmp_path: Path) -> None:
+    (tmp_path / "sci").mkdir()
+    settings = Settings.load({"WUZHAO_RUNTIME_LAYERS": f"sci={tmp_path}/sci, gone={tmp_path}/gone"})
+    assert [(m.name, m.directory, m.image) for m in settings.runtime_layer_mounts()] == [
+        ("sci", f"{tmp_path}/sci", None),
+        ("gone", f"{tmp_path}/gone", None),
+    ]
+    with pytest.raises(BadRequest, match=r"gone=.* is not an existing directory") as info:
+        settings.runtime_layer_mounts(check_dirs=True)
+    assert info.value.field == "WUZHAO_RUNTIME_LAYERS"

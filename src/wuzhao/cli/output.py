@@ -8,8 +8,9 @@ prints, so each rendering is tested on its own.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -18,6 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from wuzhao import errors
+
+if TYPE_CHECKING:
+    from wuzhao.manifest import Outcome
 
 INVOCATION_ID_PREFIX = 8  # characters of an invocation id shown per log line
 
@@ -77,19 +81,27 @@ def function_row(function: dict[str, Any]) -> list[str]:
     ]
 
 
+def table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    """Rows for a person: the first column bold, user values never read as markup."""
+    shown = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for index, column in enumerate(columns):
+        shown.add_column(column, no_wrap=True, style="bold" if index == 0 else None)
+    for row in rows:
+        shown.add_row(*(Text(cell) for cell in row))
+    return shown
+
+
+def tsv(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Rows for a pipe: tab-separated, never cut to a terminal's width."""
+    return "\n".join("\t".join(row) for row in [columns, *rows])
+
+
 def functions_table(functions: list[dict[str, Any]]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in FUNCTION_COLUMNS:
-        table.add_column(column, no_wrap=True, style="bold" if column == "NAME" else None)
-    for function in functions:
-        table.add_row(*function_row(function))
-    return table
+    return table(FUNCTION_COLUMNS, (function_row(function) for function in functions))
 
 
 def functions_tsv(functions: list[dict[str, Any]]) -> str:
-    """The table for a pipe: tab-separated, never cut to a terminal's width."""
-    rows = [FUNCTION_COLUMNS, *(function_row(function) for function in functions)]
-    return "\n".join("\t".join(row) for row in rows)
+    return tsv(FUNCTION_COLUMNS, (function_row(function) for function in functions))
 
 
 def function_panel(function: dict[str, Any]) -> Panel:
@@ -97,6 +109,7 @@ def function_panel(function: dict[str, Any]) -> Panel:
     grid.add_column(style="dim")
     grid.add_column()
     env = function.get("env") or {}
+    secrets = function.get("secrets") or {}
     rows = [
         ("runtime", function["runtime"]),
         ("handler", function["handler"]),
@@ -104,6 +117,10 @@ def function_panel(function: dict[str, Any]) -> Panel:
         ("timeout", f"{function['timeout_s']} s"),
         ("network", function.get("network", "none")),
         ("env", "\n".join(f"{key}={value}" for key, value in sorted(env.items())) or "-"),
+        ("secrets", "\n".join(f"{key} <- {name}" for key, name in sorted(secrets.items())) or "-"),
+        ("layers", ", ".join(function.get("layers") or []) or "-"),
+        ("concurrency", _or_default(function.get("max_concurrency"))),
+        ("idle timeout", _or_default(function.get("idle_timeout_s"), " s")),
         ("code", f"{human_size(function['code_size'])}, sha256 {function['code_sha256']}"),
         ("revision", str(function["revision"])),
         ("instances", instances(function)),
@@ -123,8 +140,9 @@ def log_line(line: dict[str, Any]) -> str:
     return f"{line.get('timestamp', '')}  {invocation}  {line.get('stream', ''):<6}  {message}"
 
 
-def invocation_stats(invocation_id: str, cold_start: bool, duration_ms: float) -> str:
-    return f"invocation {invocation_id}  {'cold' if cold_start else 'warm'} start  {duration_ms:.1f} ms"
+def invocation_stats(invocation_id: str, cold_start: bool, duration_ms: float, version: str = "") -> str:
+    ran = f"  version {version}" if version else ""
+    return f"invocation {invocation_id}{ran}  {'cold' if cold_start else 'warm'} start  {duration_ms:.1f} ms"
 
 
 def failure(message: str) -> Text:
@@ -156,3 +174,143 @@ def error_report(error: errors.WuzhaoError) -> RenderableType:
     if invocation_id:
         parts.append(Text(f"invocation {invocation_id}", style="dim"))
     return Group(*parts)
+
+
+def _or_default(value: Any, unit: str = "") -> str:
+    return "server default" if value is None else f"{value}{unit}"
+
+
+# -- versions and aliases ------------------------------------------------------
+
+VERSION_COLUMNS = ("VERSION", "DESCRIPTION", "HANDLER", "MEMORY", "CODE", "CREATED")
+
+
+def version_row(version: Mapping[str, Any]) -> list[str]:
+    return [
+        str(version["version"]),
+        version.get("description") or "",
+        version.get("handler", ""),
+        f"{version.get('memory_mb', '?')} MB",
+        str(version.get("code_sha256", ""))[:12],
+        short_time(version.get("created_at")),
+    ]
+
+
+def publish_summary(version: Mapping[str, Any], *, created: bool) -> str:
+    if created:
+        return f"published {version['function']} version {version['version']}"
+    return f"{version['function']} has not changed since version {version['version']}; nothing published"
+
+
+ALIAS_COLUMNS = ("ALIAS", "ROUTES TO", "DESCRIPTION", "UPDATED")
+
+
+def routes(alias: Mapping[str, Any]) -> str:
+    """``3`` or ``3 (90%), 4 (10%)``."""
+    routing = alias.get("routing") or {}
+    if not routing:
+        return str(alias["version"])
+    rest = 1.0 - sum(routing.values())
+    shares = [f"{alias['version']} ({rest:.0%})", *(f"{v} ({w:.0%})" for v, w in routing.items())]
+    return ", ".join(shares)
+
+
+def alias_row(alias: Mapping[str, Any]) -> list[str]:
+    return [alias["name"], routes(alias), alias.get("description") or "", short_time(alias.get("updated_at"))]
+
+
+def alias_summary(alias: Mapping[str, Any]) -> str:
+    return f"alias {alias['name']} of {alias['function']} -> {routes(alias)}"
+
+
+# -- layers and secrets --------------------------------------------------------
+
+LAYER_COLUMNS = ("LAYER", "SIZE", "SHA256", "DESCRIPTION", "CREATED")
+
+
+def layer_row(layer: Mapping[str, Any]) -> list[str]:
+    return [
+        layer.get("reference") or f"{layer['name']}:{layer['version']}",
+        human_size(layer.get("code_size", 0)),
+        str(layer.get("code_sha256", ""))[:12],
+        layer.get("description") or "",
+        short_time(layer.get("created_at")),
+    ]
+
+
+def layer_summary(layer: Mapping[str, Any]) -> str:
+    reference = layer.get("reference") or f"{layer['name']}:{layer['version']}"
+    size = human_size(layer.get("code_size", 0))
+    return f"pushed layer {reference}: {size}, sha256 {str(layer.get('code_sha256', ''))[:12]}"
+
+
+SECRET_COLUMNS = ("SECRET", "UPDATED")
+
+
+def secret_row(secret: Mapping[str, Any]) -> list[str]:
+    return [secret["name"], short_time(secret.get("updated_at"))]
+
+
+# -- namespaces and keys -------------------------------------------------------
+
+NAMESPACE_COLUMNS = ("NAMESPACE", "INSTANCES", "MEMORY", "CREATED")
+
+
+def _used_of(used: Any, limit: Any, unit: str = "") -> str:
+    return f"{used}{unit} / " + ("no limit" if limit is None else f"{limit}{unit}")
+
+
+def namespace_row(namespace: Mapping[str, Any]) -> list[str]:
+    usage = namespace.get("usage") or {}
+    return [
+        namespace["name"],
+        _used_of(usage.get("instances", 0), namespace.get("max_instances")),
+        _used_of(usage.get("memory_mb", 0), namespace.get("max_memory_mb"), " MB"),
+        short_time(namespace.get("created_at")),
+    ]
+
+
+KEY_COLUMNS = ("KEY ID", "NAMESPACE", "ROLE", "DESCRIPTION", "CREATED")
+
+
+def key_row(key: Mapping[str, Any]) -> list[str]:
+    return [
+        key["key_id"],
+        key["namespace"],
+        key["role"],
+        key.get("description") or "",
+        short_time(key.get("created_at")),
+    ]
+
+
+# -- manifests -----------------------------------------------------------------
+
+
+def manifest_outcome(outcome: Outcome, *, dry_run: bool = False) -> str:
+    """One line per function of a manifest deploy: what changed, and the revision now."""
+    fields = f" ({', '.join(outcome.fields)})" if outcome.fields else ""
+    function = outcome.function
+    if outcome.change == "unchanged":
+        revision = f": revision {function['revision']}" if function else ""
+        return f"unchanged {outcome.name}{revision}"
+    if dry_run or function is None:
+        verb = "create" if outcome.change == "created" else "update"
+        return f"would {verb} {outcome.name}{fields}"
+    return (
+        f"{outcome.change} {outcome.name}{fields}: revision {function['revision']}, "
+        f"{human_size(function['code_size'])}, sha256 {function['code_sha256'][:12]}"
+    )
+
+
+def fields_panel(value: Mapping[str, Any]) -> Panel:
+    """Any API object as label/value rows (nested values as compact JSON)."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")
+    grid.add_column()
+    for label, item in value.items():
+        shown = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+        grid.add_row(label, Text(shown))
+    title = value.get("name") or value.get("function")
+    return Panel(
+        grid, title=Text(str(title), style="bold") if title else None, title_align="left", expand=False
+    )

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from wuzhao.domain.functions import DEFAULT_NAMESPACE
+from wuzhao.errors import Conflict
 from wuzhao.store.api import ApiKeyRecord, Store
 
 PREFIX = "wz"
@@ -71,7 +72,14 @@ class KeyRing:
         return await self._store.list_keys()
 
     async def revoke(self, key_id: str) -> bool:
-        """Revoke at once: the next request with this key is refused."""
+        """Revoke at once: the next request with this key is refused.
+
+        The last admin key cannot go: nobody could manage the platform afterwards.
+        """
+        keys = await self._store.list_keys()
+        admins = [k.key_id for k in keys if k.role == "admin"]
+        if admins == [key_id]:
+            raise Conflict("the last admin key cannot be revoked; create another admin key first")
         self._cache.pop(key_id, None)
         deleted = await self._store.delete_key(key_id)
         self._revocations += 1

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from wuzhao.control.packages import CodePackages
 from wuzhao.domain.functions import check_name
-from wuzhao.errors import BadRequest, NotFound
+from wuzhao.errors import BadRequest, Conflict, NotFound
 from wuzhao.store.api import LayerRecord, Store
 
 MAX_LAYERS = 5  # as on Lambda
@@ -46,10 +46,31 @@ def parse_layer_refs(refs: list[str]) -> list[LayerRef]:
     return parsed
 
 
+def check_not_reserved(refs: list[str], reserved: Collection[str]) -> None:
+    """400 when a function names a layer like one of the operator's runtime layers (both at /opt/<name>)."""
+    for ref in parse_layer_refs(refs):
+        if ref.name in reserved:
+            raise BadRequest(
+                f"layer {ref} cannot be used: {ref.name!r} is the name of a runtime layer of this server, "
+                f"which every function already has at /opt/{ref.name}",
+                field="layers",
+            )
+
+
+# (namespace, "name:version") -> what uses that layer version ("fn", "fn:3", ...)
+LayerUsers = Callable[[str, str], list[str]]
+
+
 class Layers:
     def __init__(
-        self, store: Store, packages: CodePackages, *, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        packages: CodePackages,
+        *,
+        clock: Callable[[], float] = time.time,
+        users: LayerUsers | None = None,
     ) -> None:
+        self._users = users
         self._store = store
         self._packages = packages
         self._clock = clock
@@ -78,6 +99,12 @@ class Layers:
         return layers
 
     async def delete(self, namespace: str, name: str, version: int) -> None:
+        """Delete a layer version that nothing uses (a function's next cold start would fail)."""
+        users = self._users(namespace, f"{name}:{version}") if self._users is not None else []
+        if users:
+            raise Conflict(
+                f"layer {name}:{version} is used by {', '.join(users)}; deploy them without it first"
+            )
         if not await self._store.delete_layer(namespace, name, version):
             raise NotFound(f"layer {name}:{version} does not exist")
 

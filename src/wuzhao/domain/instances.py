@@ -54,3 +54,32 @@ class IdleInstance:
 def expired(instances: Iterable[IdleInstance], *, now: float, idle_timeout_s: float) -> list[str]:
     """Ids of the idle instances that have been idle longer than the timeout."""
     return [i.instance_id for i in instances if now - i.idle_since >= idle_timeout_s]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An idle instance that could be stopped to make room."""
+
+    instance_id: str
+    idle_since: float
+    memory_mb: int
+
+
+def evictions(idle: Iterable[Candidate], *, instances_over: int, memory_over_mb: int) -> list[str] | None:
+    """Idle instances to stop, least recently used first, so a new one fits a budget.
+
+    ``instances_over`` and ``memory_over_mb`` say by how much the budget would be
+    exceeded with the new instance. Returns None when stopping every idle
+    instance would still not be enough (the caller then refuses), else the
+    shortest least-recently-used prefix that is enough ([] when nothing is over).
+    """
+    chosen: list[str] = []
+    for candidate in sorted(idle, key=lambda c: c.idle_since):
+        if instances_over <= 0 and memory_over_mb <= 0:
+            break
+        chosen.append(candidate.instance_id)
+        instances_over -= 1
+        memory_over_mb -= candidate.memory_mb
+    if instances_over > 0 or memory_over_mb > 0:
+        return None
+    return chosen

@@ -12,12 +12,15 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
+from wuzhao.domain.access import Action
 from wuzhao.errors import BadRequest, MethodNotAllowed, NotFound, WuzhaoError
-from wuzhao.gateway import functions, invocations, invoke, layers, tenancy, versions
+from wuzhao.gateway import functions, invocations, invoke, layers, openapi, tenancy, versions
 from wuzhao.gateway.auth import AuthMiddleware
+from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.responses import error_response, json_response
+from wuzhao.observe.metrics import CONTENT_TYPE
 from wuzhao.platform import Platform
 
 log = logging.getLogger("wuzhao.gateway")
@@ -27,8 +30,16 @@ async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of every namespace's numbers: admin keys only."""
+    authorize(request, Action.ADMINISTER)
+    return Response(platform_of(request).metrics.exposition(), media_type=CONTENT_TYPE)
+
+
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/v1/openapi.json", openapi.get_document, methods=["GET"]),
     Route("/v1/functions", functions.list_functions, methods=["GET"]),
     Route("/v1/functions/{name}", functions.get_function, methods=["GET"]),
     Route("/v1/functions/{name}", functions.put_function, methods=["PUT"]),
@@ -84,6 +95,7 @@ def create_app(platform: Platform, *, on_started: Callable[[], Any] | None = Non
         lifespan=lifespan,
     )
     app.state.platform = platform
+    app.state.openapi = openapi.encode(openapi.build_document(ROUTES))
     return app
 
 
@@ -98,9 +110,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error: WuzhaoError = NotFound(f"no route for {request.method} {request.url.path}")
     elif exc.status_code == 405:
         error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        return error_response(error, {"Allow": _allowed_methods(request)})
     else:
         error = BadRequest(str(exc.detail))
     return error_response(error)
+
+
+def _allowed_methods(request: Request) -> str:
+    """A 405's Allow header (RFC 9110): the methods of every route of the path, not only the first."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

@@ -15,6 +15,7 @@ from wuzhao.errors import BadRequest, InvalidJSON, PayloadTooLarge, WuzhaoError
 _encoder = msgspec.json.Encoder()
 _FIELD = re.compile(r"at `\$\.?([^`\[]*)")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -51,6 +52,9 @@ def decode_json(body: bytes, type: Any = Any) -> Any:
     except msgspec.ValidationError as exc:
         match = _UNKNOWN_FIELD.search(str(exc)) or _FIELD.search(str(exc))
         field = match.group(1) if match and match.group(1) else None
+        missing = _MISSING_FIELD.search(str(exc))  # its path, if any, is the enclosing object's
+        if missing:
+            field = f"{field}.{missing.group(1)}" if field else missing.group(1)
         message = str(exc).split(" - at ")[0]
         raise BadRequest(f"{message}" + (f" (field {field!r})" if field else ""), field=field) from None
     except msgspec.DecodeError as exc:

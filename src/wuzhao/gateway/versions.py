@@ -86,7 +86,8 @@ async def delete_alias(request: Request) -> Response:
 
 def _version(request: Request) -> int:
     raw = request.path_params["version"]
-    if not raw.isdigit() or int(raw) < 1:
+    # isascii: str.isdigit alone also accepts "²", which int() refuses (a 500 before)
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise BadRequest(f"version {raw!r} is not a version number", field="version")
     return int(raw)
 
@@ -101,7 +102,12 @@ def version_view(record: VersionRecord) -> dict[str, Any]:
         "handler": config.handler,
         "memory_mb": config.memory_mb,
         "timeout_s": config.timeout_s,
+        "env": config.env,
+        "secrets": config.secrets,  # env var -> secret name; never a value
+        "layers": config.layers,
         "network": config.network,
+        "max_concurrency": config.max_concurrency,
+        "idle_timeout_s": config.idle_timeout_s,
         "code_sha256": record.code_sha256,
         "code_size": record.code_size,
         "created_at": iso(record.created_at),

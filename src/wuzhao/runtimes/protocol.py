@@ -29,7 +29,7 @@ PREFIX = struct.Struct(">II")
 MAX_HEADER_BYTES = 64 * 1024
 
 # Message kinds. Worker -> runtime:
-INIT = "init"  # {handler, function_name, function_version, memory_limit_in_mb}
+INIT = "init"  # {handler, function_name, function_version, memory_limit_in_mb, layers}
 INVOKE = "invoke"  # {id, deadline_ms}; body = event JSON
 # Runtime -> worker:
 READY = "ready"  # {} : the handler was imported, the instance takes calls

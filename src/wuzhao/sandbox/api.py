@@ -7,11 +7,14 @@ A :class:`Launcher` turns a :class:`SandboxSpec` into a running
    ``memory_mb``, pids, cpu weight) and entered its own user, mount, pid, ipc,
    uts and network namespaces; it runs as the unprivileged host uid
    ``spec.uid`` and sees itself as uid 0; its root is read-only, ``/tmp`` is
-   the only writable place, the code is at ``/var/task`` read-only; its
-   environment is exactly ``spec.env``; its open descriptors are 0, 1, 2 (stdin
-   is /dev/null; stdout and stderr are pipes the worker reads) and the runtime
-   channel at fd 3. It has no capability, at most ``spec.nofile`` open files,
-   no core dumps, and runs under the syscall filter of ``wuzhao.sandbox.seccomp``.
+   the only writable place, the code is at ``/var/task`` read-only, each of
+   ``spec.layers`` at ``/opt/<name>`` read-only (nosuid, nodev; ``/opt``
+   exists, read-only, even with no layer); where the launcher can mount
+   images, no mount inside names a host path; its environment is exactly
+   ``spec.env``; its open descriptors are 0, 1, 2 (stdin is /dev/null; stdout
+   and stderr are pipes the worker reads) and the runtime channel at fd 3. It
+   has no capability, at most ``spec.nofile`` open files, no core dumps, and
+   runs under the syscall filter of ``wuzhao.sandbox.seccomp``.
 2. ``launch`` returns once the process exists; the runtime then speaks the
    protocol of ``wuzhao.runtimes.protocol`` on ``channel``. Launch does not wait
    for the handler to be imported.
@@ -56,6 +59,7 @@ from typing import Protocol
 
 TASK_ROOT = "/var/task"  # where the function's code appears inside the sandbox
 CHANNEL_FD = 3  # the runtime channel's descriptor number inside the sandbox
+LAYERS_ROOT = "/opt"  # each layer appears at LAYERS_ROOT/<name> inside the sandbox
 
 
 @dataclass(frozen=True)

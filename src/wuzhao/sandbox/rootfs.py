@@ -9,6 +9,8 @@ everything else is a read-only image, a read-only bind or a capped tmpfs:
     /var/lang       the Python installation, read-only (as on Lambda)
     /var/runtime    the platform's runtime package the zygote runs from, read-only
     /var/task       the function's code, read-only
+    /opt            a directory of the root (so read-only), holding each layer of
+                    ``spec.layers`` at /opt/<name>, read-only, in order
     /etc            passwd, group, hosts, hostname, nsswitch.conf written here
                     (resolv.conf too, naming slirp's DNS, for network "outbound");
                     ssl certs, ld.so.cache bound read-only; localtime a symlink
@@ -22,7 +24,7 @@ the identity drop): it makes the whole tree private, so nothing propagates to
 the host, mounts the tmpfs root on ``mountpoint``, applies the plan,
 pivot_roots into it, detaches the old root and seals ``/`` read-only.
 
-/var/lang, /var/runtime and /var/task are filesystem images
+/var/lang, /var/runtime, /var/task and the layers are filesystem images
 (``wuzhao.sandbox.images``) mounted from loop devices (:class:`Images`), so
 ``/proc/self/mountinfo`` inside shows ``/`` and ``/dev/loopN`` for them, not
 a host path: a bind shows its source's path within its filesystem. The zygote
@@ -40,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wuzhao.sandbox import libc, network
-from wuzhao.sandbox.api import TASK_ROOT, SandboxSpec
+from wuzhao.sandbox.api import LAYERS_ROOT, TASK_ROOT, SandboxSpec
 
 PYTHON_ROOT = "/var/lang"  # where a Python installed outside /usr appears inside
 RUNTIME_ROOT = "/var/runtime"  # where the image of the wuzhao package appears (zygote and sandbox)
@@ -74,6 +76,8 @@ class Images:
     lang: str | None = None  # the Python installation, at PYTHON_ROOT
     runtime: str | None = None  # the wuzhao package, at RUNTIME_ROOT
     task: str | None = None  # the function's code, at TASK_ROOT (one per instance)
+    # One per ``spec.layers`` entry, in its order, at LAYERS_ROOT/<name>; None: bind its directory.
+    layers: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,14 @@ class Image:
     target: str
 
 
-Op = Bind | Tmpfs | ReadOnly | Proc | Symlink | File | Image
+@dataclass(frozen=True)
+class Directory:
+    """An empty directory of the root (read-only once the root is sealed)."""
+
+    target: str
+
+
+Op = Bind | Tmpfs | ReadOnly | Proc | Symlink | File | Image | Directory
 
 
 def python_inside(facts: HostFacts) -> str:
@@ -194,6 +205,7 @@ def plan(spec: SandboxSpec, facts: HostFacts) -> list[Op]:
     if images.runtime:
         ops.append(Image(images.runtime, RUNTIME_ROOT))
     ops.append(Image(images.task, TASK_ROOT) if images.task else Bind(spec.code_dir, TASK_ROOT))
+    ops += _layers(spec, images)
     ops += _etc_files(spec.hostname)
     if spec.network == "outbound":
         ops.append(File("/etc/resolv.conf", network.RESOLV_CONF))
@@ -207,6 +219,16 @@ def plan(spec: SandboxSpec, facts: HostFacts) -> list[Op]:
     ops.append(Tmpfs("/dev/shm", SHM_SIZE, 0o1777))
     ops.append(ReadOnly("/dev"))
     ops.append(Proc("/proc"))
+    return ops
+
+
+def _layers(spec: SandboxSpec, images: Images) -> list[Op]:
+    """LAYERS_ROOT, then each layer under it, from its device when it has one."""
+    ops: list[Op] = [Directory(LAYERS_ROOT)]
+    for index, layer in enumerate(spec.layers):
+        target = f"{LAYERS_ROOT}/{layer.name}"
+        device = images.layers[index] if index < len(images.layers) else None
+        ops.append(Image(device, target) if device else Bind(layer.directory, target))
     return ops
 
 
@@ -274,6 +296,8 @@ def _apply(op: Op, root: str) -> None:
     elif isinstance(op, Symlink):
         os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
         os.symlink(op.points_to, path)
+    elif isinstance(op, Directory):
+        _mountpoint(path, is_dir=True)
     else:
         os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)

@@ -17,12 +17,17 @@ signal), their ``wait`` resolves as killed by SIGKILL and ``launch`` raises
 :class:`~wuzhao.errors.SandboxUnavailable`.
 
 Mounts: at start the launcher makes (once per machine) and attaches to loop
-devices the images of the Python runtime and of the wuzhao package, and each
-code package's image (``spec.code_image``) at its first instance; it holds the
-devices until ``close`` (``wuzhao.sandbox.images.Attached``). The zygote runs
-from those images and its children mount them, so no mount, module or mapped
-file inside a sandbox names a host path. Where images cannot be used (no loop
-devices, no mkfs.erofs) the launcher warns loudly and binds host directories.
+devices the images of the Python runtime and of the wuzhao package, and an
+image of each of the operator's runtime layers (host directories, made again
+only when a directory's tree changed, ``images.layer_image``); each code
+package's image (``spec.code_image``) and each function layer's
+(``LayerMount.image``) at its first instance; it holds the devices until
+``close`` (``wuzhao.sandbox.images.Attached``). The zygote runs from those
+images and its children mount them (layers at ``/opt/<name>``; a layer with no
+image is one of the runtime layers, mounted from the image made at start), so
+no mount, module or mapped file inside a sandbox names a host path. Where
+images cannot be used (no loop devices, no mkfs.erofs) the launcher warns
+loudly and binds host directories.
 
 Network: an instance whose ``spec.network`` is ``"outbound"`` writes one byte
 on its channel once its network namespace exists; ``launch`` then starts a
@@ -54,7 +59,7 @@ from typing import Any
 
 from wuzhao.errors import SandboxUnavailable
 from wuzhao.sandbox import images, network, rootfs
-from wuzhao.sandbox.api import ExitStatus, SandboxSpec
+from wuzhao.sandbox.api import ExitStatus, LayerMount, SandboxSpec
 from wuzhao.sandbox.cgroups import CGROUP_ROOT, Cgroup, CgroupTree
 from wuzhao.sandbox.enter import SETUP_FAILED
 from wuzhao.sandbox.slirp import Slirp
@@ -69,6 +74,7 @@ NETWORK_TIMEOUT = 10.0  # an outbound instance's slirp4netns takes ~4 ms to be r
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _SERVER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")
+_LAYER = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # mounted at /opt/<name>
 
 
 def check_host(cgroup_root: Path = CGROUP_ROOT) -> None:
@@ -241,6 +247,7 @@ class ZygoteLauncher:
         python: str = sys.executable,
         network_allow: Sequence[network.Network] = (),
         image_cache: Path = images.DEFAULT_CACHE_DIR,
+        runtime_layers: Sequence[LayerMount] = (),
     ) -> None:
         if not _SERVER_ID.fullmatch(server_id):
             raise ValueError(f"server id {server_id!r} must match {_SERVER_ID.pattern}")
@@ -250,6 +257,7 @@ class ZygoteLauncher:
         self._network_allow = tuple(network_allow)  # reachable by outbound instances although blocked
         self._slirp_binary: str | None = None  # found by start
         self._images = images.Attached(image_cache)  # attached by start, until close
+        self._runtime_layers = tuple(runtime_layers)  # the operator's host directories, imaged at start
         self._cgroups: CgroupTree | None = CgroupTree(f"wuzhao/{server_id}")
         self._zygote: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
@@ -282,7 +290,7 @@ class ZygoteLauncher:
         await self._prepare_cgroups()
         self._mountpoint.mkdir(parents=True, exist_ok=True)
         if self._isolate:
-            await asyncio.to_thread(self._images.attach_runtime)  # the first build takes ~1 s
+            await asyncio.to_thread(self._attach_images)  # the first build takes ~1 s
         try:
             await self._start_zygote()
         except SandboxUnavailable:
@@ -298,6 +306,10 @@ class ZygoteLauncher:
             except SandboxUnavailable:
                 await self.close()
                 raise
+
+    def _attach_images(self) -> None:
+        self._images.attach_runtime()
+        self._images.attach_runtime_layers(self._runtime_layers)
 
     @property
     def uses_images(self) -> bool:
@@ -373,7 +385,12 @@ class ZygoteLauncher:
         if outbound and self._slirp_binary is None:
             raise SandboxUnavailable("network 'outbound' needs slirp4netns, which is not installed")
         routes = self._routes() if outbound else []
+        names = [layer.name for layer in spec.layers]
+        bad = [name for name in names if not _LAYER.fullmatch(name)]
+        if bad or len(set(names)) != len(names):
+            raise ValueError(f"layer names {names!r} must be distinct and match {_LAYER.pattern}")
         code_device = self._images.code_device(spec.code_image)
+        layer_devices = self._images.layer_devices(spec.layers)
         cgroup = None
         if self._cgroups is not None:
             cgroup = self._cgroups.create(
@@ -394,11 +411,12 @@ class ZygoteLauncher:
         request = {
             "op": "spawn",
             "id": spec.instance_id,
-            "spec": {**vars(spec), "env": dict(spec.env)},
+            "spec": {**vars(spec), "env": dict(spec.env), "layers": [vars(layer) for layer in spec.layers]},
             "cgroups": [] if cgroup is None else cgroup.procs_files,
             # In its own namespace (images) the zygote has a mountpoint of its own.
             "mountpoint": rootfs.ZYGOTE_MOUNTPOINT if self._images.active else str(self._mountpoint),
             "code_device": code_device,
+            "layer_devices": layer_devices,
             "routes": routes,
         }
         try:

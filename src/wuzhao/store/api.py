@@ -144,7 +144,8 @@ class Store(Protocol):
     async def list_namespaces(self) -> list[NamespaceRecord]: ...
 
     async def delete_namespace(self, name: str) -> bool:
-        """Delete a namespace that holds nothing; ``errors.Conflict`` if it holds anything."""
+        """Delete a namespace that holds nothing, with its invocation records and logs;
+        ``errors.Conflict`` if it holds anything."""
 
     # versions and aliases
     async def last_number(self, kind: str, namespace: str, name: str) -> int:

@@ -84,7 +84,8 @@ class InstanceFactory:
         output.start()
         instance = Instance(spec.instance_id, target, process, channel, output, uid)
         try:
-            await instance.initialize(invocation_id, self._settings.init_timeout_s)
+            layers = [layer.name for layer in spec.layers]
+            await instance.initialize(invocation_id, self._settings.init_timeout_s, layers=layers)
         except BaseException:
             await self.stop(instance)
             raise
@@ -102,11 +103,17 @@ class InstanceFactory:
         config = target.config
         env = runtime_environment(target)
         env.update(await self._secrets(target.namespace, config.secrets))
-        layers = [*self._runtime_layers]
-        for layer in await self._layers(target.namespace, config.layers):
-            directory, image = await asyncio.to_thread(self._code, layer.code_sha256)
+        own = await self._layers(target.namespace, config.layers)
+        # One thread hop for the code and every layer: each is a stat when already unpacked and imaged.
+        shas = [target.code_sha256, *(layer.code_sha256 for layer in own)]
+        trees = await asyncio.to_thread(lambda: [self._code(sha) for sha in shas])
+        (code_dir, code_image), layer_trees = trees[0], trees[1:]
+        # The operator's runtime layers come first. A function's own layer of the same name (deployed
+        # before the operator declared it; deploys refuse that name since) is used instead.
+        names = {layer.name for layer in own}
+        layers = [mount for mount in self._runtime_layers if mount.name not in names]
+        for layer, (directory, image) in zip(own, layer_trees, strict=True):
             layers.append(LayerMount(layer.name, str(directory), None if image is None else str(image)))
-        code_dir, code_image = await asyncio.to_thread(self._code, target.code_sha256)
         return SandboxSpec(
             instance_id=uuid.uuid4().hex[:16],
             code_dir=str(code_dir),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -89,8 +90,11 @@ class Instance:
             self._process.thaw()
             self._frozen = False
 
-    async def initialize(self, invocation_id: str, timeout_s: float) -> None:
-        """Send INIT and wait for READY; init output belongs to the call that caused it."""
+    async def initialize(self, invocation_id: str, timeout_s: float, *, layers: Sequence[str] = ()) -> None:
+        """Send INIT and wait for READY; init output belongs to the call that caused it.
+
+        ``layers``: the names of the layers mounted under /opt, in import-path order.
+        """
         config = self.target.config
         self._output.begin(invocation_id)
         header: dict[str, Any] = {
@@ -98,6 +102,7 @@ class Instance:
             "function_name": self.target.function,
             "function_version": self.target.version,
             "memory_limit_in_mb": config.memory_mb,
+            "layers": list(layers),
         }
         try:
             answer = self._channel.expect()

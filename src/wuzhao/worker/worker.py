@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from wuzhao.config import Settings
 from wuzhao.domain.functions import FunctionRecord
-from wuzhao.domain.instances import IdleInstance, expired
+from wuzhao.domain.instances import Candidate, IdleInstance, evictions, expired
 from wuzhao.domain.versions import LATEST, Executable
 from wuzhao.errors import (
     FunctionError,
@@ -28,6 +28,7 @@ from wuzhao.errors import (
     ServiceUnavailable,
     WuzhaoError,
 )
+from wuzhao.observe.metrics import Metrics
 from wuzhao.observe.recorder import Recorder
 from wuzhao.store.api import InvocationRecord, NamespaceRecord
 from wuzhao.worker.factory import InstanceFactory
@@ -68,7 +69,9 @@ class Worker:
         *,
         resolve: Resolver,
         quotas: QuotaLookup,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._settings = settings
         self._factory = factory
         self._recorder = recorder
@@ -141,6 +144,15 @@ class Worker:
                 memory += count * pool.target.config.memory_mb
         return {"instances": instances, "memory_mb": memory}
 
+    def all_instance_counts(self) -> dict[tuple[str, str], dict[str, int]]:
+        """Idle and busy instances of every function that has any (for the metrics)."""
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for pool in self._all_pools():
+            entry = counts.setdefault((pool.target.namespace, pool.target.function), {"idle": 0, "busy": 0})
+            entry["idle"] += len(pool.idle)
+            entry["busy"] += len(pool.busy) + pool.starting
+        return counts
+
     def instance_counts(self, namespace: str, name: str) -> dict[str, int]:
         idle = busy = 0
         for pool in self._all_pools():
@@ -208,22 +220,46 @@ class Worker:
             self._draining.add(pool)
 
     def _admit(self, target: Executable) -> None:
-        """Refuse a new instance that would take its namespace over a quota."""
+        """Make room for one more instance within its namespace's quotas, or refuse.
+
+        Idle instances of the namespace are stopped, least recently used first,
+        when that is enough: an idle instance must not keep a busy function out.
+        """
         quotas = self._quotas(target.namespace)
         if quotas.max_instances is None and quotas.max_memory_mb is None:
             return
         usage = self.namespace_usage(target.namespace)
-        if quotas.max_instances is not None and usage["instances"] + 1 > quotas.max_instances:
+        instances_over = memory_over = 0
+        if quotas.max_instances is not None:
+            instances_over = usage["instances"] + 1 - quotas.max_instances
+        if quotas.max_memory_mb is not None:
+            memory_over = usage["memory_mb"] + target.config.memory_mb - quotas.max_memory_mb
+        idle = {
+            instance.id: (pool, instance)
+            for pool in self._pools.values()
+            if pool.target.namespace == target.namespace
+            for instance in pool.idle
+        }
+        chosen = evictions(
+            (Candidate(i.id, i.idle_since, i.target.config.memory_mb) for _, i in idle.values()),
+            instances_over=instances_over,
+            memory_over_mb=memory_over,
+        )
+        if chosen is None:
+            limits = []
+            if quotas.max_instances is not None:
+                limits.append(f"{quotas.max_instances} instances")
+            if quotas.max_memory_mb is not None:
+                limits.append(f"{quotas.max_memory_mb} MB")
             raise QuotaExceeded(
-                f"namespace {target.namespace!r} already runs {usage['instances']} instances, "
-                f"its quota is {quotas.max_instances}"
+                f"namespace {target.namespace!r} is at its quota of {' and '.join(limits)}: it runs "
+                f"{usage['instances']} busy instances using {usage['memory_mb']} MB, "
+                f"a new one needs {target.config.memory_mb} MB"
             )
-        memory = usage["memory_mb"] + target.config.memory_mb
-        if quotas.max_memory_mb is not None and memory > quotas.max_memory_mb:
-            raise QuotaExceeded(
-                f"namespace {target.namespace!r} would use {memory} MB of instance memory, "
-                f"its quota is {quotas.max_memory_mb} MB"
-            )
+        for instance_id in chosen:
+            pool = idle[instance_id][0]
+            for taken in pool.take_expired({instance_id}):
+                self._stop_soon(taken)
 
     def _stop_soon(self, instance: Instance) -> None:
         async def stop() -> None:
@@ -271,6 +307,12 @@ class Worker:
                 version=target.version,
             )
         )
+        if self._metrics is not None:
+            seconds = (duration_ms + (init_ms or 0.0)) / 1000
+            outcome = error.code if error else "success"
+            self._metrics.observe(
+                target.namespace, target.function, outcome=outcome, seconds=seconds, cold=cold
+            )
         if isinstance(error, InvocationError):
             log.info(
                 "invocation %s of %s failed: %s %s", invocation_id, target.function, error.code, error.message

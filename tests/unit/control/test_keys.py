@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from wuzhao.control.keys import ADMIN_KEY_FILE, KeyRing, hash_key, key_id_of, new_key
+from wuzhao.errors import Conflict
 from wuzhao.store.api import ApiKeyRecord
 from wuzhao.store.sqlite import SqliteStore
 
@@ -261,3 +262,24 @@ def test_a_lookup_in_flight_during_a_revoke_does_not_bring_the_key_back(open_sto
             assert await ring.authenticate(key) is None
 
     asyncio.run(main())
+
+
+def test_the_last_admin_key_cannot_be_revoked(tmp_path) -> None:
+    async def scenario() -> None:
+        store = SqliteStore(tmp_path / "keys.db")
+        await store.open()
+        try:
+            ring = KeyRing(store)
+            _, first = await ring.create("default", "admin")
+            _, developer = await ring.create("default", "developer")
+            with pytest.raises(Conflict):
+                await ring.revoke(first.key_id)
+            _, second = await ring.create("default", "admin")
+            assert await ring.revoke(first.key_id)
+            with pytest.raises(Conflict):
+                await ring.revoke(second.key_id)
+            assert await ring.revoke(developer.key_id)
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())

@@ -4,10 +4,12 @@ import pytest
 
 from wuzhao.domain.instances import (
     TRANSITIONS,
+    Candidate,
     IdleInstance,
     InstanceState,
     Placement,
     can_transition,
+    evictions,
     expired,
     place_call,
 )
@@ -80,3 +82,25 @@ def test_expired_keeps_order_and_picks_only_the_old() -> None:
     instances = [IdleInstance("a", 0.0), IdleInstance("b", 95.0), IdleInstance("c", 50.0)]
     assert expired(instances, now=100.0, idle_timeout_s=30.0) == ["a", "c"]
     assert expired([], now=100.0, idle_timeout_s=30.0) == []
+
+
+C = Candidate
+
+
+@pytest.mark.parametrize(
+    ("idle", "instances_over", "memory_over", "expected"),
+    [
+        ([], 0, 0, []),  # nothing over: nothing to stop
+        ([C("a", 1.0, 128)], 0, 0, []),
+        ([], 1, 0, None),  # over, and nothing idle to stop
+        ([C("a", 2.0, 128), C("b", 1.0, 128)], 1, 0, ["b"]),  # least recently used first
+        ([C("a", 2.0, 128), C("b", 1.0, 128)], 2, 0, ["b", "a"]),
+        ([C("a", 2.0, 128), C("b", 1.0, 128)], 3, 0, None),
+        ([C("a", 1.0, 128), C("b", 2.0, 512)], 0, 300, ["a", "b"]),  # memory: until enough is freed
+        ([C("a", 1.0, 512), C("b", 2.0, 128)], 0, 300, ["a"]),
+        ([C("a", 1.0, 128)], 0, 129, None),
+        ([C("a", 1.0, 128), C("b", 2.0, 128)], 1, 200, ["a", "b"]),  # both budgets at once
+    ],
+)
+def test_evictions_stop_the_least_recently_used_until_it_fits(idle, instances_over, memory_over, expected):
+    assert evictions(idle, instances_over=instances_over, memory_over_mb=memory_over) == expected

@@ -216,3 +216,90 @@ def test_relocating_a_staged_copy_never_writes_through_to_the_installation(tmp_p
     )
     assert b"/var/lang/lib/python3.11/_sysconfigdata_x.py" in compiled.read_bytes()
     assert str(tmp_path).encode() not in compiled.read_bytes()
+
+
+# Operator runtime layers
+
+
+def a_layer(root: Path) -> Path:
+    (root / "python" / "sci").mkdir(parents=True)
+    (root / "python" / "sci" / "__init__.py").write_text("VERSION = 1\n")
+    (root / "python" / "sci_helper.py").write_text("def f():\n    return 1\n")
+    return root
+
+
+def test_a_runtime_layers_key_stays_while_its_tree_does(tmp_path: Path) -> None:
+    layer = a_layer(tmp_path / "sci")
+    key, unreadable = images.tree_key(layer)
+    assert images.tree_key(layer) == (key, unreadable) and unreadable == []
+    (layer / "python" / "sci_helper.py").read_text()  # reading is no change
+    assert images.tree_key(layer)[0] == key
+    os.utime(layer / "python" / "sci_helper.py")  # a touch is
+    assert images.tree_key(layer)[0] != key
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda root: (root / "python" / "sci" / "__init__.py").write_text("VERSION = 2\n"),  # same size
+        lambda root: (root / "python" / "new.py").write_text(""),
+        lambda root: (root / "python" / "sci_helper.py").unlink(),
+        lambda root: (root / "python" / "sci_helper.py").chmod(0o600),
+        lambda root: (root / "python" / "link").symlink_to("sci"),
+    ],
+)
+def test_any_in_place_upgrade_changes_a_runtime_layers_key(tmp_path: Path, change) -> None:
+    layer = a_layer(tmp_path / "sci")
+    before = images.tree_key(layer)[0]
+    change(layer)
+    assert images.tree_key(layer)[0] != before
+
+
+def test_entries_a_function_cannot_read_are_reported(tmp_path: Path) -> None:
+    layer = a_layer(tmp_path / "sci")
+    (layer / "python" / "sci_helper.py").chmod(0o600)
+    (layer / "python" / "sci").chmod(0o700)
+    assert sorted(images.tree_key(layer)[1]) == ["python/sci", "python/sci_helper.py"]
+    layer.chmod(0o700)  # the root becomes /opt/<name> itself
+    assert sorted(images.tree_key(layer)[1]) == [".", "python/sci", "python/sci_helper.py"]
+
+
+def test_runtime_layer_images_are_named_by_directory_and_tree_and_pruned_by_layer() -> None:
+    key = "0123456789abcdef" * 4
+    name = images.layer_image_name("sci", "/srv/sci", key)
+    others = [
+        images.layer_image_name("sci", "/srv/other", key),
+        images.layer_image_name("sci", "/srv/sci", "f" * 64),
+    ]
+    assert name.startswith("layer-sci-") and name.endswith(".erofs") and name not in others
+    kinds = {n.rsplit("-", 1)[0] for n in [name, *others]}  # what pruning keeps apart
+    assert kinds == {"layer-sci"}
+    assert images.layer_image_name("sci-x", "/srv/sci", key).rsplit("-", 1)[0] == "layer-sci-x"
+
+
+def test_a_runtime_layer_is_built_from_its_directory_once_per_tree(tmp_path: Path, monkeypatch) -> None:
+    built: list[Path] = []
+
+    def fake_build(source: Path, target: Path) -> Path:
+        built.append(source)
+        target.write_bytes(b"")
+        return target
+
+    monkeypatch.setattr(images, "build", fake_build)
+    layer = a_layer(tmp_path / "sci")
+    cache = tmp_path / "cache"
+    first = images.layer_image("sci", str(layer), cache)
+    assert images.layer_image("sci", str(layer), cache) == first  # a restart: not built again
+    (layer / "python" / "sci_helper.py").write_text("def f():\n    return 2\n")
+    second = images.layer_image("sci", str(layer), cache)
+    assert second != first and built == [layer, layer]  # straight from the directory, no copy
+    with pytest.raises(images.ImageError, match="not a directory"):
+        images.layer_image("gone", str(tmp_path / "missing"), cache)
+
+
+@needs_mkfs
+def test_a_runtime_layers_image_holds_its_tree(tmp_path: Path) -> None:
+    layer = a_layer(tmp_path / "sci")
+    image = images.layer_image("sci", str(layer), tmp_path / "cache")
+    assert image.read_bytes()[1024:1028] == struct.pack("<I", 0xE0F5E1E2)
+    assert image.parent == tmp_path / "cache" and image.name.startswith("layer-sci-")

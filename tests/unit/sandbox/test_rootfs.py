@@ -7,12 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from wuzhao.sandbox.api import TASK_ROOT, SandboxSpec
+from wuzhao.sandbox.api import LAYERS_ROOT, TASK_ROOT, LayerMount, SandboxSpec
 from wuzhao.sandbox.rootfs import (
     MB,
     PYTHON_ROOT,
     RUNTIME_ROOT,
     Bind,
+    Directory,
     File,
     HostFacts,
     Image,
@@ -224,3 +225,98 @@ def test_every_mount_comes_before_anything_placed_inside_it() -> None:
     for i, name in enumerate(names):
         for parent in names[i + 1 :]:
             assert not name.startswith(parent + "/"), f"{name} is planned before its parent {parent}"
+
+
+# Layers at /opt/<name>
+
+LAYERED = replace(
+    SPEC,
+    layers=(
+        LayerMount("sci", "/srv/sci"),  # an operator's runtime layer: a host directory
+        LayerMount("lib", "/data/code/l1b", image="/data/images/l1b.erofs"),
+        LayerMount("extra", "/data/code/e2a", image="/data/images/e2a.erofs"),
+    ),
+)
+WITH_LAYER_DEVICES = replace(
+    FROM_IMAGES, images=replace(FROM_IMAGES.images, layers=("/dev/loop3", "/dev/loop4", "/dev/loop5"))
+)
+
+
+def layer_ops(ops: Iterable[Op]) -> list[Op]:
+    return [op for op in ops if op.target == LAYERS_ROOT or op.target.startswith(LAYERS_ROOT + "/")]
+
+
+@pytest.mark.parametrize("facts", [DEBIAN, SYSTEM_PYTHON, FROM_IMAGES])
+def test_opt_exists_with_no_layer(facts: HostFacts) -> None:
+    assert layer_ops(plan(SPEC, facts)) == [Directory(LAYERS_ROOT)]
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        # no images at all: each layer's directory, bound read-only
+        (
+            DEBIAN,
+            [
+                Bind("/srv/sci", "/opt/sci"),
+                Bind("/data/code/l1b", "/opt/lib"),
+                Bind("/data/code/e2a", "/opt/extra"),
+            ],
+        ),
+        # the zygote's images but none given for the layers: binds
+        (
+            FROM_IMAGES,
+            [
+                Bind("/srv/sci", "/opt/sci"),
+                Bind("/data/code/l1b", "/opt/lib"),
+                Bind("/data/code/e2a", "/opt/extra"),
+            ],
+        ),
+        # a device for every layer, the runtime layer's made at start included
+        (
+            WITH_LAYER_DEVICES,
+            [
+                Image("/dev/loop3", "/opt/sci"),
+                Image("/dev/loop4", "/opt/lib"),
+                Image("/dev/loop5", "/opt/extra"),
+            ],
+        ),
+        # a runtime layer whose image could not be made: bound, the others from their devices
+        (
+            replace(
+                FROM_IMAGES, images=replace(FROM_IMAGES.images, layers=(None, "/dev/loop4", "/dev/loop5"))
+            ),
+            [
+                Bind("/srv/sci", "/opt/sci"),
+                Image("/dev/loop4", "/opt/lib"),
+                Image("/dev/loop5", "/opt/extra"),
+            ],
+        ),
+    ],
+)
+def test_layers_are_mounted_under_opt_in_order(facts: HostFacts, expected: list[Op]) -> None:
+    assert layer_ops(plan(LAYERED, facts)) == [Directory(LAYERS_ROOT), *expected]
+
+
+@pytest.mark.parametrize("facts", [DEBIAN, WITH_LAYER_DEVICES])
+def test_layers_are_read_only_and_come_after_the_code(facts: HostFacts) -> None:
+    ops = plan(LAYERED, facts)
+    layers = layer_ops(ops)[1:]
+    assert all(not op.writable and op.nodev for op in layers if isinstance(op, Bind))
+    names = targets(ops)
+    assert names.index(TASK_ROOT) < names.index(LAYERS_ROOT) < names.index("/opt/sci")
+    assert ops.index(layers[-1]) < names.index("/tmp")
+
+
+def test_with_layer_devices_no_bind_shows_a_host_path() -> None:
+    assert [
+        op for op in plan(LAYERED, WITH_LAYER_DEVICES) if isinstance(op, Bind) and op.source != op.target
+    ] == []
+
+
+def test_every_mount_comes_before_anything_placed_inside_it_with_layers() -> None:
+    for facts in (DEBIAN, WITH_LAYER_DEVICES):
+        names = targets(op for op in plan(LAYERED, facts) if not isinstance(op, ReadOnly))
+        for i, name in enumerate(names):
+            for parent in names[i + 1 :]:
+                assert not name.startswith(parent + "/"), f"{name} is planned before its parent {parent}"

@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -76,6 +76,22 @@ def _user_trace(tb: TracebackType | None) -> list[str]:
         if f.filename != __file__ and not f.filename.startswith("<frozen importlib")
     ]
     return traceback.format_list(frames)
+
+
+def import_path(task_root: str, layers: object, layer_dirs: Mapping[str, str]) -> list[str]:
+    """Where the function's modules are found, first to last, before the standard library.
+
+    The task root, then for each layer INIT names, in its order, the layer's
+    ``python`` directory (a Lambda layer zip holds ``python/...``) and the
+    layer's root, those that exist. ``layer_dirs`` says where each layer is
+    (``/opt/<name>`` in a sandbox); a name it does not know is skipped.
+    """
+    paths = [task_root]
+    for name in layers if isinstance(layers, list) else []:
+        directory = layer_dirs.get(name) if isinstance(name, str) else None
+        if directory is not None:
+            paths += [p for p in (f"{directory}/python", directory) if os.path.isdir(p)]
+    return paths
 
 
 def load_handler(name: str, task_root: str) -> Handler:
@@ -146,7 +162,7 @@ def invoke(
     channel.send(protocol.RESULT, {"id": request_id}, body)
 
 
-def run(channel_fd: int, task_root: str) -> int:
+def run(channel_fd: int, task_root: str, layer_dirs: Mapping[str, str] | None = None) -> int:
     """Serve the channel until the worker closes it; returns the exit code."""
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -160,6 +176,8 @@ def run(channel_fd: int, task_root: str) -> int:
     if frame.kind != protocol.INIT:
         raise protocol.ProtocolError(f"expected {protocol.INIT}, got {frame.kind}")
     init = frame.header
+    paths = import_path(task_root, init.get("layers", []), layer_dirs or {})
+    sys.path[:0] = [p for p in dict.fromkeys(paths) if p not in sys.path]
     try:
         handler = load_handler(str(init["handler"]), task_root)
     except InitFailure as failure:

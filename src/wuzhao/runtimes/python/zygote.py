@@ -16,6 +16,7 @@ Control protocol, on a SOCK_SEQPACKET socket, one JSON object per message:
 
     worker -> zygote  {"op": "spawn", "id", "spec": {SandboxSpec fields},
                        "cgroups": [cgroup.procs paths], "mountpoint": for the root,
+                       "code_device", "layer_devices": loop devices of its images,
                        "routes": [CIDRs unreachable for an outbound instance]}
                       with SCM_RIGHTS [channel, stdout write end, stderr write end]
     zygote -> worker  {"op": "hello", "pid"}            once, when ready
@@ -56,7 +57,7 @@ from typing import Any, NoReturn
 
 from wuzhao.runtimes.python import bootstrap
 from wuzhao.sandbox import enter, libc, rootfs
-from wuzhao.sandbox.api import CHANNEL_FD, TASK_ROOT, SandboxSpec
+from wuzhao.sandbox.api import CHANNEL_FD, LAYERS_ROOT, TASK_ROOT, LayerMount, SandboxSpec
 
 MAX_REQUEST = 256 * 1024
 # The zygote's second start, by the runtime's Python, from the runtime's images.
@@ -108,12 +109,15 @@ class Zygote:
         request: dict[str, Any] = {}
         try:
             request = json.loads(data)
-            spec = SandboxSpec(**request["spec"])
+            fields = request["spec"]
+            layers = tuple(LayerMount(**layer) for layer in fields.get("layers", ()))
+            spec = SandboxSpec(**{**fields, "layers": layers})
             if len(fds) != 3:
                 raise ValueError(f"expected 3 descriptors, got {len(fds)}")
             pid = self._fork()
             if pid == 0:
-                self.facts = self._instance_facts(request.get("code_device"))  # the child's copy only
+                # The child's copy only.
+                self.facts = self._instance_facts(request.get("code_device"), request.get("layer_devices"))
                 self._child(spec, fds, request["cgroups"], request["mountpoint"], request.get("routes", []))
             self._children.add(pid)
             self._send({"op": "spawned", "id": request["id"], "pid": pid})
@@ -149,21 +153,25 @@ class Zygote:
             os.setsid()
             enter.join_cgroups(cgroups)
             task_root = spec.code_dir
+            layer_dirs = {layer.name: layer.directory for layer in spec.layers}
             if self._isolate:
                 enter.isolate(spec, mountpoint=mountpoint, facts=self.facts, channel=fds[0], routes=routes)
                 task_root = TASK_ROOT
+                layer_dirs = {layer.name: f"{LAYERS_ROOT}/{layer.name}" for layer in spec.layers}
             enter.finish(spec, task_root=task_root, channel=fds[0], stdout=fds[1], stderr=fds[2])
         except BaseException:
             traceback.print_exc()
             sys.stderr.flush()
             os._exit(enter.SETUP_FAILED)
-        os._exit(_run_runtime(task_root))
+        os._exit(_run_runtime(task_root, layer_dirs))
 
-    def _instance_facts(self, code_device: str | None) -> rootfs.HostFacts:
-        """The facts of one instance: the zygote's, plus the device of its code image."""
-        if code_device is None or self.facts.images.runtime is None:
+    def _instance_facts(
+        self, code_device: str | None, layer_devices: list[str | None] | None
+    ) -> rootfs.HostFacts:
+        """The facts of one instance: the zygote's, plus the devices of its code's and layers' images."""
+        if self.facts.images.runtime is None or (code_device is None and not layer_devices):
             return self.facts
-        images = dataclasses.replace(self.facts.images, task=code_device)
+        images = dataclasses.replace(self.facts.images, task=code_device, layers=tuple(layer_devices or ()))
         return dataclasses.replace(self.facts, images=images)
 
     def _reap(self) -> None:
@@ -185,9 +193,9 @@ class Zygote:
             os.waitpid(pid, 0)
 
 
-def _run_runtime(task_root: str) -> int:
+def _run_runtime(task_root: str, layer_dirs: dict[str, str]) -> int:
     try:
-        return bootstrap.run(CHANNEL_FD, task_root)
+        return bootstrap.run(CHANNEL_FD, task_root, layer_dirs)
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0

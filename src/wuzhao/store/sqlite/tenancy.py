@@ -10,6 +10,8 @@ _KEY = "key_id, secret_hash, namespace, role, created_at, description"
 _LAYER = "namespace, name, version, code_sha256, code_size, description, created_at"
 # What a namespace can hold; it may be deleted only when none of these name it.
 _OWNED = ("functions", "layers", "secrets", "api_keys")
+# What a namespace keeps of what happened; deleted with it.
+_HISTORY = ("invocations", "logs")
 
 
 class TenancyTables(Connection):
@@ -42,7 +44,13 @@ class TenancyTables(Connection):
                 if count:
                     raise Conflict(f"namespace {name!r} still holds {count} {table.replace('_', ' ')}")
             async with db.execute("DELETE FROM namespaces WHERE name = ?", (name,)) as cur:
-                return cur.rowcount > 0
+                deleted = cur.rowcount > 0
+            if deleted:
+                # Its history goes with it: a namespace made again under this name (another
+                # tenant, perhaps) must not read the old one's invocation records and logs.
+                for table in _HISTORY:
+                    await db.execute(f"DELETE FROM {table} WHERE namespace = ?", (name,))
+            return deleted
 
     # API keys
 

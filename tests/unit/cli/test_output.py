@@ -1,0 +1,69 @@
+import io
+from typing import Any
+
+import pytest
+from rich.console import Console
+from tests.unit.cli.conftest import FUNCTION
+
+from wuzhao.cli import output
+from wuzhao.manifest import Change, Outcome
+
+
+def shown(renderable: Any) -> str:
+    screen = io.StringIO()
+    Console(file=screen, force_terminal=True, width=120, color_system=None).print(renderable)
+    return screen.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("routing", "expected"),
+    [(None, "3"), ({}, "3"), ({"4": 0.1}, "3 (90%), 4 (10%)"), ({"4": 0.333}, "3 (67%), 4 (33%)")],
+)
+def test_routes(routing: dict[str, float] | None, expected: str) -> None:
+    assert output.routes({"version": 3, "routing": routing}) == expected
+
+
+def test_function_panel_shows_secret_names_layers_and_limits() -> None:
+    function = {
+        **FUNCTION,
+        "secrets": {"DB": "db-pass"},
+        "layers": ["deps:3", "tools:1"],
+        "max_concurrency": 0,
+        "idle_timeout_s": None,
+    }
+
+    text = shown(output.function_panel(function))
+
+    assert "DB <- db-pass" in text
+    assert "deps:3, tools:1" in text
+    assert "concurrency   0" in text
+    assert "idle timeout  server default" in text
+
+
+def test_tables_never_read_user_values_as_markup() -> None:
+    text = shown(output.table(["NAME"], [["[bold]x[/bold]"]]))
+
+    assert "[bold]x[/bold]" in text
+
+
+@pytest.mark.parametrize(
+    ("outcome", "dry_run", "expected"),
+    [
+        (
+            Outcome("a", Change.CREATED, (), FUNCTION),
+            False,
+            "created a: revision 3, 2.0 KiB, sha256 3fa2c1d0e9b7",
+        ),
+        (
+            Outcome("a", Change.UPDATED, ("env", "code"), FUNCTION),
+            False,
+            "updated a (env, code): revision 3, 2.0 KiB, sha256 3fa2c1d0e9b7",
+        ),
+        (Outcome("a", Change.UNCHANGED, (), FUNCTION), False, "unchanged a: revision 3"),
+        (Outcome("a", Change.CREATED, (), None), True, "would create a"),
+        (Outcome("a", Change.UPDATED, ("memory_mb",), FUNCTION), True, "would update a (memory_mb)"),
+        (Outcome("a", Change.UNCHANGED, (), FUNCTION), True, "unchanged a: revision 3"),
+    ],
+)
+def test_manifest_outcome(outcome: Outcome, dry_run: bool, expected: str) -> None:
+    assert output.manifest_outcome(outcome, dry_run=dry_run) == expected

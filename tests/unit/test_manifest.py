@@ -1,0 +1,469 @@
+import hashlib
+import textwrap
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from wuzhao import errors, manifest
+from wuzhao.client import Client, Deployment
+from wuzhao.manifest import Change, FunctionSpec, ManifestError, Problem
+from wuzhao.packaging import zip_directory
+
+HANDLER = "def handler(event, context):\n    return event\n"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    for name in ("hello", "world"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "main.py").write_text(HANDLER)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "api.py").write_text(HANDLER)
+    return tmp_path
+
+
+def parse(project: Path, text: str) -> manifest.Manifest:
+    return manifest.parse(textwrap.dedent(text).lstrip("\n"), file="wuzhao.yaml", base_dir=project)
+
+
+def problems(project: Path, text: str) -> list[str]:
+    with pytest.raises(ManifestError) as caught:
+        parse(project, text)
+    return [str(problem) for problem in caught.value.problems]
+
+
+# -- a good file ---------------------------------------------------------------
+
+
+def test_every_setting(project: Path) -> None:
+    loaded = parse(
+        project,
+        """
+        functions:
+          hello:
+            code: ./hello
+            runtime: python3.11
+            handler: main.handler
+            memory_mb: 256
+            timeout_s: 10
+            env:
+              GREETING: hi
+              RATIO: 1.10
+              FLAG: yes
+              EMPTY: ""
+            secrets: {DB_PASSWORD: db-password}
+            layers: [deps:3, "tools:12"]
+            network: outbound
+            max_concurrency: 0
+            idle_timeout_s: 60
+        """,
+    )
+
+    (hello,) = loaded.functions
+    assert hello == FunctionSpec(
+        name="hello",
+        code_dir=project / "hello",
+        memory_mb=256,
+        timeout_s=10,
+        env={"GREETING": "hi", "RATIO": "1.10", "FLAG": "yes", "EMPTY": ""},  # as written
+        secrets={"DB_PASSWORD": "db-password"},
+        layers=["deps:3", "tools:12"],
+        network="outbound",
+        max_concurrency=0,
+        idle_timeout_s=60,
+    )
+    assert hello.settings() == {
+        "runtime": "python3.11",
+        "handler": "main.handler",
+        "memory_mb": 256,
+        "timeout_s": 10,
+        "env": {"GREETING": "hi", "RATIO": "1.10", "FLAG": "yes", "EMPTY": ""},
+        "secrets": {"DB_PASSWORD": "db-password"},
+        "layers": ["deps:3", "tools:12"],
+        "network": "outbound",
+        "max_concurrency": 0,
+        "idle_timeout_s": 60,
+    }
+
+
+def test_defaults_are_the_servers_and_two_limits_are_left_alone(project: Path) -> None:
+    (hello,) = parse(project, "functions:\n  hello: {code: hello}\n").functions
+
+    assert hello.settings() == {
+        "runtime": "python3.11",
+        "handler": "main.handler",
+        "memory_mb": 128,
+        "timeout_s": 30,
+        "env": {},
+        "secrets": {},
+        "layers": [],
+        "network": "none",
+    }
+
+
+def test_anchors_and_merge_keys_share_settings(project: Path) -> None:
+    loaded = parse(
+        project,
+        """
+        functions:
+          hello: &base
+            code: hello
+            memory_mb: 512
+            env: {A: "1"}
+          world:
+            <<: *base
+            code: world
+            memory_mb: 256
+          api:
+            <<: *base
+            code: app
+            handler: api.handler
+        """,
+    )
+
+    _, world, api = loaded.functions
+    assert (world.memory_mb, world.env, world.code_dir) == (256, {"A": "1"}, project / "world")
+    assert (api.memory_mb, api.handler) == (512, "api.handler")
+
+
+def test_the_documented_example_is_valid(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "manifest.md").read_text()
+    example = doc.split("```yaml\n# wuzhao.yaml\n", 1)[1].split("```", 1)[0]
+    for name in ("hello", "resize", "thumbnail"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "main.py").write_text(HANDLER)
+
+    loaded = manifest.parse(example, base_dir=tmp_path)
+
+    assert [f.name for f in loaded.functions] == ["hello", "resize", "thumbnail"]
+    assert loaded.functions[2].timeout_s == 300
+
+
+def test_load_reads_relative_to_the_manifest_folder(project: Path) -> None:
+    (project / "wuzhao.yaml").write_text("functions:\n  hello:\n    code: hello\n")
+
+    loaded = manifest.load(project / "wuzhao.yaml")
+
+    assert loaded.file == str(project / "wuzhao.yaml")
+    assert loaded.functions[0].code_dir == project / "hello"
+
+
+def test_load_of_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError) as caught:
+        manifest.load(tmp_path / "nope.yaml")
+
+    assert str(caught.value) == f"{tmp_path / 'nope.yaml'}: does not exist"
+
+
+# -- errors, each with its line ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "wuzhao.yaml:1: the manifest is empty; it needs a functions: mapping"),
+        ("- a\n", "wuzhao.yaml:1: must be a mapping with a functions: key"),
+        ("functions:\n  hello: {code: hello\n", "wuzhao.yaml:3: invalid YAML: expected ',' or '}', but got"),
+        ("functions:\n\thello: {}\n", "wuzhao.yaml:2: invalid YAML: found character '\\t'"),
+        ("functions: []\n", "wuzhao.yaml:1: functions: must be a mapping"),
+        ("functions: {}\n", "wuzhao.yaml:1: functions: names no function"),
+        ("other: 1\n", "wuzhao.yaml:1: functions: is missing"),
+        (
+            "functions:\n  hello: {code: hello}\ntriggers: []\n",
+            "wuzhao.yaml:3: triggers: is not supported by this version of wuzhao yet",
+        ),
+        (
+            "functions:\n  hello: {code: hello}\nfunctoins: {}\n",
+            "wuzhao.yaml:3: functoins: unknown top-level key",
+        ),
+        ("functions:\n  hello:\n", "wuzhao.yaml:2: functions.hello: must be a mapping of settings"),
+        (
+            "functions:\n  Hello: {code: hello}\n",
+            "wuzhao.yaml:2: functions.Hello: is not a valid function name",
+        ),
+        ("functions:\n  hello:\n    memory_mb: 256\n", "wuzhao.yaml:2: functions.hello.code: is missing"),
+        (
+            "functions:\n  hello:\n    code: hello\n    memory: 256\n",
+            "wuzhao.yaml:4: functions.hello.memory: unknown setting; known: code, runtime",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    code: world\n",
+            "wuzhao.yaml:4: functions.hello.code: is given twice (first on line 3)",
+        ),
+        (
+            "functions:\n  hello:\n    code: nope\n",
+            "wuzhao.yaml:3: functions.hello.code: 'nope' is not a directory",
+        ),
+        (
+            "functions:\n  hello:\n    code: [hello]\n",
+            "wuzhao.yaml:3: functions.hello.code: must be a non-empty string",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    handler: app.handle\n",
+            "wuzhao.yaml:4: functions.hello.handler: the handler app.handle needs app.py or app/__init__.py",
+        ),
+        (
+            "functions:\n  hello:\n    code: app\n",
+            "wuzhao.yaml:3: functions.hello.code: the handler main.handler needs main.py or main/__init__.py",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    handler: main\n",
+            "wuzhao.yaml:4: functions.hello.handler: 'main' is not MODULE.FUNCTION",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n\n    memory_mb: 99999\n",
+            "wuzhao.yaml:5: functions.hello.memory_mb: must be an integer from 128 to 10240",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    memory_mb: '256'\n",
+            "wuzhao.yaml:4: functions.hello.memory_mb: must be an integer from 128 to 10240",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    timeout_s: true\n",
+            "wuzhao.yaml:4: functions.hello.timeout_s: must be an integer from 1 to 900",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    max_concurrency: -1\n",
+            "wuzhao.yaml:4: functions.hello.max_concurrency: must be an integer from 0 to 10000",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    idle_timeout_s: 1.5\n",
+            "wuzhao.yaml:4: functions.hello.idle_timeout_s: must be an integer from 1 to 86400",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    network: inbound\n",
+            "wuzhao.yaml:4: functions.hello.network: must be one of: none, outbound",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    env: [A=1]\n",
+            "wuzhao.yaml:4: functions.hello.env: must be a mapping of ENV_NAME: value",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    env:\n      OK: 1\n      1BAD: x\n",
+            "wuzhao.yaml:6: functions.hello.env.1BAD: is not a valid environment variable name",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    env:\n      A:\n",
+            "wuzhao.yaml:5: functions.hello.env.A: needs a value",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    env:\n      A: [1]\n",
+            "wuzhao.yaml:5: functions.hello.env.A: needs a value",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    secrets:\n      DB: ''\n",
+            "wuzhao.yaml:5: functions.hello.secrets.DB: needs the name of a secret",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    layers: deps:3\n",
+            'wuzhao.yaml:4: functions.hello.layers: must be a list of "name:version" references',
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    layers:\n      - deps:3\n      - deps\n",
+            'wuzhao.yaml:6: functions.hello.layers[1]: must be a layer reference "name:version"',
+        ),
+    ],
+)
+def test_each_error_names_line_and_field(project: Path, text: str, expected: str) -> None:
+    assert any(found.startswith(expected) for found in problems(project, text)), problems(project, text)
+
+
+def test_every_problem_is_reported_in_line_order(project: Path) -> None:
+    found = problems(
+        project,
+        """
+        triggers: {}
+        functions:
+          hello:
+            code: hello
+            memory_mb: 1
+          world:
+            code: world
+            timeout_s: 0
+        """,
+    )
+
+    assert [line.split(": ")[0:2] for line in found] == [
+        ["wuzhao.yaml:1", "triggers"],
+        ["wuzhao.yaml:5", "functions.hello.memory_mb"],
+        ["wuzhao.yaml:8", "functions.world.timeout_s"],
+    ]
+
+
+def test_a_layer_reference_is_never_read_as_a_number(project: Path) -> None:
+    # YAML 1.1 reads a plain 12:30 as 750 (base 60); a layer named "12" must stay "12:30".
+    (hello,) = parse(project, "functions:\n  hello: {code: hello, layers: [12:30]}\n").functions
+
+    assert hello.layers == ["12:30"]
+
+
+def test_problem_without_a_line() -> None:
+    assert str(Problem("x.yaml", None, "", "does not exist")) == "x.yaml: does not exist"
+
+
+def test_a_server_error_is_placed_at_its_fields_line(project: Path) -> None:
+    (hello,) = parse(
+        project,
+        """
+        functions:
+          hello:
+            code: hello
+            secrets:
+              DB: db-password
+            layers: [deps:1]
+        """,
+    ).functions
+
+    assert str(hello.problem("secrets.DB", "no such secret")) == (
+        "wuzhao.yaml:5: functions.hello.secrets.DB: no such secret"
+    )
+    assert hello.problem("layers", "x").line == 6
+    assert hello.problem("memory_mb", "x").line == 2  # not in the file: the function's line
+    assert hello.problem(None, "x").field == "functions.hello"
+
+
+# -- what changed --------------------------------------------------------------
+
+
+def spec(project: Path, **settings: Any) -> FunctionSpec:
+    return FunctionSpec(name="hello", code_dir=project / "hello", **settings)
+
+
+def server_view(spec: FunctionSpec, sha: str, **changes: Any) -> dict[str, Any]:
+    view = {
+        "name": spec.name,
+        **spec.settings(),
+        "max_concurrency": None,
+        "idle_timeout_s": None,
+        "code_sha256": sha,
+        "code_size": 1,
+        "revision": 4,
+    }
+    return {**view, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, ()),
+        ({"memory_mb": 512}, ("memory_mb",)),
+        ({"env": {"A": "2"}, "code_sha256": "other"}, ("env", "code")),
+        ({"layers": ["b:1", "a:1"]}, ("layers",)),  # order is the import order: it matters
+        ({"max_concurrency": 7, "idle_timeout_s": 9}, ()),  # not in the manifest: left alone
+    ],
+)
+def test_differences(project: Path, changes: dict[str, Any], expected: tuple[str, ...]) -> None:
+    wanted = spec(project, env={"A": "1"}, layers=["a:1", "b:1"])
+
+    assert manifest.differences(wanted, server_view(wanted, "sha", **changes), "sha") == expected
+
+
+def test_limits_given_in_the_manifest_are_compared(project: Path) -> None:
+    wanted = spec(project, max_concurrency=3)
+
+    assert manifest.differences(wanted, server_view(wanted, "sha"), "sha") == ("max_concurrency",)
+
+
+# -- deploy --------------------------------------------------------------------
+
+
+class FakeClient:
+    """list_functions and deploy, keeping what was deployed as a server would."""
+
+    def __init__(self, functions: list[dict[str, Any]] | None = None) -> None:
+        self.functions = {f["name"]: f for f in functions or []}
+        self.deployed: list[tuple[str, dict[str, Any]]] = []
+        self.refuse: errors.WuzhaoError | None = None
+
+    def list_functions(self) -> list[dict[str, Any]]:
+        return list(self.functions.values())
+
+    def deploy(self, name: str, *, code_zip: bytes | None = None, **settings: Any) -> Deployment:
+        if self.refuse is not None:
+            raise self.refuse
+        self.deployed.append((name, {**settings, "code": code_zip is not None}))
+        current = self.functions.get(name, {"revision": 0})
+        function = {**current, **settings, "name": name, "revision": current["revision"] + 1}
+        if code_zip is not None:
+            function.update(code_sha256=hashlib.sha256(code_zip).hexdigest(), code_size=len(code_zip))
+        self.functions[name] = function
+        return Deployment(function, created=current["revision"] == 0)
+
+
+TWO = """
+functions:
+  hello:
+    code: hello
+    memory_mb: 256
+  world:
+    code: world
+"""
+
+
+def deploy(fake: FakeClient, loaded: manifest.Manifest, **kwargs: Any) -> list[manifest.Outcome]:
+    return list(manifest.deploy(cast(Client, fake), loaded, **kwargs))
+
+
+def test_deploy_creates_then_changes_nothing(project: Path) -> None:
+    fake = FakeClient()
+    loaded = parse(project, TWO)
+
+    first = deploy(fake, loaded)
+    second = deploy(fake, loaded)
+
+    assert [(o.name, o.change) for o in first] == [("hello", Change.CREATED), ("world", Change.CREATED)]
+    assert [(o.name, o.change, o.fields) for o in second] == [
+        ("hello", Change.UNCHANGED, ()),
+        ("world", Change.UNCHANGED, ()),
+    ]
+    assert [name for name, _ in fake.deployed] == ["hello", "world"]  # nothing sent the second time
+
+
+def test_deploy_sends_what_changed_and_code_only_when_it_changed(project: Path) -> None:
+    fake = FakeClient()
+    deploy(fake, parse(project, TWO))
+    (project / "world" / "main.py").write_text(HANDLER + "# changed\n")
+
+    outcomes = deploy(fake, parse(project, TWO.replace("256", "512")))
+
+    assert [(o.change, o.fields) for o in outcomes] == [
+        (Change.UPDATED, ("memory_mb",)),
+        (Change.UPDATED, ("code",)),
+    ]
+    (hello, hello_settings), (world, world_settings) = fake.deployed[2:]
+    assert (hello, hello_settings["code"], hello_settings["memory_mb"]) == ("hello", False, 512)
+    assert (world, world_settings["code"]) == ("world", True)
+    assert outcomes[0].function is not None and outcomes[0].function["revision"] == 2
+
+
+def test_dry_run_sends_nothing(project: Path) -> None:
+    fake = FakeClient()
+
+    outcomes = deploy(fake, parse(project, TWO), dry_run=True)
+
+    assert [(o.change, o.function) for o in outcomes] == [(Change.CREATED, None), (Change.CREATED, None)]
+    assert fake.deployed == []
+
+
+def test_code_hash_is_that_of_the_deterministic_zip(project: Path) -> None:
+    sha = hashlib.sha256(zip_directory(project / "hello")).hexdigest()
+    wanted = parse(project, "functions:\n  hello: {code: hello}\n")
+    fake = FakeClient([server_view(wanted.functions[0], sha)])
+
+    (outcome,) = deploy(fake, wanted)
+
+    assert outcome.change == Change.UNCHANGED
+
+
+def test_a_refused_function_is_a_problem_at_its_field(project: Path) -> None:
+    fake = FakeClient()
+    fake.refuse = errors.BadRequest("secret 'nope' (for DB) does not exist", field="secrets.DB")
+    loaded = parse(project, "functions:\n  hello:\n    code: hello\n    secrets:\n      DB: nope\n")
+
+    with pytest.raises(ManifestError) as caught:
+        deploy(fake, loaded)
+
+    assert str(caught.value) == (
+        "wuzhao.yaml:5: functions.hello.secrets.DB: BadRequest: secret 'nope' (for DB) does not exist"
+    )
