@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from wuzhao.domain.access import Action
-from wuzhao.domain.functions import FunctionRecord, FunctionUpdate
+from wuzhao.domain.functions import FunctionConfig, FunctionRecord, FunctionUpdate
 from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.responses import decode_json, iso, json_response, read_body
 
@@ -43,10 +43,9 @@ async def delete_function(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def view(request: Request, record: FunctionRecord) -> dict[str, Any]:
-    config = record.config
+def config_view(config: FunctionConfig) -> dict[str, Any]:
+    """The configuration fields shared by a function and its published versions."""
     return {
-        "name": record.name,
         "runtime": config.runtime,
         "handler": config.handler,
         "memory_mb": config.memory_mb,
@@ -57,6 +56,13 @@ def view(request: Request, record: FunctionRecord) -> dict[str, Any]:
         "network": config.network,
         "max_concurrency": config.max_concurrency,
         "idle_timeout_s": config.idle_timeout_s,
+    }
+
+
+def view(request: Request, record: FunctionRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        **config_view(record.config),
         "code_sha256": record.code_sha256,
         "code_size": record.code_size,
         "revision": record.revision,

@@ -11,6 +11,7 @@ from wuzhao.domain.access import Action
 from wuzhao.errors import BadRequest
 from wuzhao.gateway.bodies import AliasBody, PublishBody
 from wuzhao.gateway.context import authorize, platform_of
+from wuzhao.gateway.functions import config_view
 from wuzhao.gateway.responses import decode_json, iso, json_response, read_body
 from wuzhao.store.api import AliasRecord, VersionRecord
 
@@ -93,21 +94,11 @@ def _version(request: Request) -> int:
 
 
 def version_view(record: VersionRecord) -> dict[str, Any]:
-    config = record.config
     return {
         "function": record.function,
         "version": record.version,
         "description": record.description,
-        "runtime": config.runtime,
-        "handler": config.handler,
-        "memory_mb": config.memory_mb,
-        "timeout_s": config.timeout_s,
-        "env": config.env,
-        "secrets": config.secrets,  # env var -> secret name; never a value
-        "layers": config.layers,
-        "network": config.network,
-        "max_concurrency": config.max_concurrency,
-        "idle_timeout_s": config.idle_timeout_s,
+        **config_view(record.config),
         "code_sha256": record.code_sha256,
         "code_size": record.code_size,
         "created_at": iso(record.created_at),
