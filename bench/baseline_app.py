@@ -26,9 +26,8 @@ async def app(scope, receive, send):
         if not message.get("more_body"):
             break
     result = json.dumps(handler(json.loads(body or b"{}"), None)).encode()
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(result)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": result})
 
 
