@@ -11,6 +11,7 @@ path.
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +282,13 @@ def test_a_layer_version_in_use_cannot_be_deleted(server: Server, api: httpx.Cli
     deploy("holder", {"main.py": "def handler(event, context):\n    return 0\n"}, layers=[])
     assert api.delete("/v1/layers/held/versions/1").status_code == 204
     assert api.delete("/v1/layers/held/versions/1").status_code == 404
+
+
+def test_a_layer_over_the_size_limit_is_413(start_server) -> None:
+    server = start_server(WUZHAO_MAX_CODE_BYTES="4096")
+    api = server.client()
+    noise = base64.b64encode(os.urandom(8192)).decode()  # incompressible: the zip stays over the limit
+    response = api.put("/v1/layers/huge", json={"code": layer_zip({"python/blob.txt": noise})})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "PayloadTooLarge"
+    assert api.get("/v1/layers/huge").status_code == 404
