@@ -526,6 +526,13 @@ class Client:
 
     # -- server ------------------------------------------------------------
 
+    def metrics(self) -> str:
+        """The server's Prometheus metrics, as text (needs an admin key)."""
+        response = self._send("GET", "/metrics")
+        if response.is_error:
+            raise _error_from(response)
+        return response.text
+
     def health(self) -> dict[str, Any]:
         """The server's health (``{"status": "ok"}``); needs no API key."""
         response = self._send("GET", "/healthz", authenticated=False)

@@ -53,3 +53,24 @@ def test_metrics_count_calls_outcomes_and_instances(server, api, deploy):
 def test_metrics_need_an_admin_key(server):
     assert httpx.get(f"{server.url}/metrics").status_code == 401
     assert httpx.get(f"{server.url}/metrics", headers={"Authorization": "Bearer wz_0_bad"}).status_code == 401
+
+
+def test_top_shows_each_function_with_its_instances(server, api, deploy):
+    deploy("watched", {"main.py": METERED})
+    assert api.post("/v1/functions/watched/invoke", json={}).status_code == 200
+    shown = server.cli("top", "--once", "--interval", "0.3")
+    assert shown.returncode == 0, shown.stderr
+    header, *lines = shown.stdout.splitlines()
+    assert header.split("\t") == [
+        "NAMESPACE",
+        "FUNCTION",
+        "CALLS/S",
+        "P50 MS",
+        "P99 MS",
+        "ERRORS/S",
+        "IDLE",
+        "BUSY",
+    ]
+    row = next(line.split("\t") for line in lines if line.split("\t")[1] == "watched")
+    assert row[0] == "default"
+    assert (row[6], row[7]) == ("1", "0")

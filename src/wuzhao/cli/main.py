@@ -2,7 +2,7 @@
 
 One module per noun registers its commands here: functions.py (invoke, ls,
 get, rm, logs, invocation), deploy.py, versions.py (publish, versions,
-version, alias), layers.py, secrets.py, tenancy.py (ns, key) and serve.py.
+version, alias), layers.py, secrets.py, tenancy.py (ns, key), top.py and serve.py.
 
 Results a script may use (JSON, log lines, tab-separated rows, summaries) go to
 stdout; progress, notices and errors go to stderr. Every API error becomes a
@@ -18,7 +18,7 @@ import click
 import httpx
 
 from wuzhao import __version__, errors
-from wuzhao.cli import deploy, functions, layers, output, secrets, tenancy, versions
+from wuzhao.cli import deploy, functions, layers, output, secrets, tenancy, top, versions
 from wuzhao.cli.serve import serve
 from wuzhao.cli.session import Session
 from wuzhao.client import DEFAULT_URL, resolve_url
@@ -86,6 +86,7 @@ for _command in [
     *layers.COMMANDS,
     *secrets.COMMANDS,
     *tenancy.COMMANDS,
+    *top.COMMANDS,
     serve,
 ]:
     cli.add_command(_command)
