@@ -45,6 +45,12 @@ class Settings:
     max_concurrency: int = _setting(
         100, "WUZHAO_MAX_CONCURRENCY", "Instances one function may run at once; beyond it calls queue."
     )
+    node_memory_mb: int = _setting(
+        0,
+        "WUZHAO_NODE_MEMORY_MB",
+        "Memory all instances of this node may hold together (sum of their memory_mb); 0: 80 % of the "
+        "machine's memory. Idle instances are stopped, least recently used first, to fit new ones.",
+    )
     throttle_wait_s: float = _setting(
         1.0, "WUZHAO_THROTTLE_WAIT", "How long a call waits for a free instance before 429 Throttled."
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from wuzhao.config import Settings
 from wuzhao.control.functions import FunctionRegistry
@@ -91,7 +92,13 @@ class Platform:
         )
         metrics = Metrics()
         worker = Worker(
-            settings, factory, recorder, resolve=versions.resolve, quotas=namespaces.get, metrics=metrics
+            settings,
+            factory,
+            recorder,
+            resolve=versions.resolve,
+            quotas=namespaces.get,
+            node_memory_mb=settings.node_memory_mb or default_node_memory_mb(),
+            metrics=metrics,
         )
         metrics.watch_instances(worker.all_instance_counts)
         registry.on_change(worker.function_changed)
@@ -146,3 +153,11 @@ def default_launcher(settings: Settings) -> Launcher:
         network_allow=settings.allowed_networks(),
         runtime_layers=settings.runtime_layer_mounts(),
     )
+
+
+def default_node_memory_mb() -> int:
+    """80 % of the machine's memory: the rest is the platform's, the kernel's and the page cache's."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 8 // 10 // 1024
+    return 1024

@@ -71,6 +71,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.evictions = Counter(
+            "wuzhao_evictions",
+            "Idle instances stopped to make room: for a namespace's quota or the node's memory budget.",
+            ["namespace", "function", "reason"],
+            registry=self.registry,
+        )
+
     def observe(self, namespace: str, function: str, *, outcome: str, seconds: float, cold: bool) -> None:
         self.invocations.labels(namespace, function, outcome).inc()
         if outcome in ("Throttled", "QuotaExceeded"):

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from wuzhao.domain.instances import InstanceState, Placement, place_call
 from wuzhao.domain.versions import Executable
@@ -22,8 +23,20 @@ from wuzhao.worker.instance import Instance
 # init output is attributed to it).
 Starter = Callable[[Executable, str], Awaitable[Instance]]
 Stopper = Callable[[Instance], None]
-# Raises (QuotaExceeded) when one more instance of the executable would break a quota.
-Admitter = Callable[[Executable], None]
+
+
+class Capacity(Protocol):
+    """Room on the node for new instances (the worker: quotas and the memory budget)."""
+
+    def admit(self, target: Executable) -> bool:
+        """Make room for one more instance (stopping idle ones) and say whether it fits.
+
+        Synchronous, so the caller counts the new instance before anyone else
+        checks. Raises QuotaExceeded when the namespace's quota can never fit it.
+        """
+
+    async def wait(self, deadline: float) -> None:
+        """Return when room may have been freed, or at the deadline (monotonic)."""
 
 
 class PoolRetired(Exception):
@@ -38,12 +51,14 @@ class FunctionPool:
         start: Starter,
         stop: Stopper,
         max_concurrency: int,
-        admit: Admitter | None = None,
+        capacity: Capacity | None = None,
+        released: Callable[[], None] | None = None,
     ) -> None:
         self.target = target
         self._start = start
         self._stop = stop
-        self._admit = admit
+        self._capacity = capacity
+        self._released = released  # told whenever an instance is released or fails to start
         self._max = max_concurrency
         self.idle: list[Instance] = []  # most recently used last: reused first, stays warm
         self.busy: set[Instance] = set()
@@ -67,15 +82,24 @@ class FunctionPool:
                 instance.move(InstanceState.BUSY)
                 self.busy.add(instance)
                 return instance, False
+            capacity = self._capacity
+            if placement is Placement.START and capacity is not None and not capacity.admit(self.target):
+                if time.monotonic() >= deadline:
+                    raise Throttled(
+                        f"the node has no memory free for another instance of {self.target.function!r} "
+                        f"({self.target.config.memory_mb} MB); retry"
+                    )
+                await capacity.wait(deadline)
+                continue  # look again: an instance of ours may have come free meanwhile
             if placement is Placement.START:
-                if self._admit is not None:
-                    self._admit(self.target)
                 self.starting += 1
                 try:
                     instance = await self._start(self.target, invocation_id)
                 finally:
                     self.starting -= 1
                     self._wake_one()
+                    if self._released is not None:
+                        self._released()
                 instance.move(InstanceState.BUSY)
                 self.busy.add(instance)
                 return instance, True
@@ -102,6 +126,8 @@ class FunctionPool:
         else:
             self._stop(instance)
         self._wake_one()
+        if self._released is not None:
+            self._released()
 
     def retire(self) -> None:
         self.retired = True

@@ -19,18 +19,18 @@ from dataclasses import dataclass
 
 from wuzhao.config import Settings
 from wuzhao.domain.functions import FunctionRecord
-from wuzhao.domain.instances import Candidate, IdleInstance, evictions, expired
+from wuzhao.domain.instances import IdleInstance, expired
 from wuzhao.domain.versions import LATEST, Executable
 from wuzhao.errors import (
     FunctionError,
     InvocationError,
-    QuotaExceeded,
     ServiceUnavailable,
     WuzhaoError,
 )
 from wuzhao.observe.metrics import Metrics
 from wuzhao.observe.recorder import Recorder
 from wuzhao.store.api import InvocationRecord, NamespaceRecord
+from wuzhao.worker.capacity import NodeCapacity
 from wuzhao.worker.factory import InstanceFactory
 from wuzhao.worker.instance import Instance
 from wuzhao.worker.pool import FunctionPool, PoolRetired
@@ -69,14 +69,21 @@ class Worker:
         *,
         resolve: Resolver,
         quotas: QuotaLookup,
+        node_memory_mb: int,
         metrics: Metrics | None = None,
     ) -> None:
         self._metrics = metrics
+        self._capacity = NodeCapacity(
+            pools=self._all_pools,
+            quotas=quotas,
+            node_memory_mb=node_memory_mb,
+            stop=self._stop_soon,
+            metrics=metrics,
+        )
         self._settings = settings
         self._factory = factory
         self._recorder = recorder
         self._resolve = resolve
-        self._quotas = quotas
         self._pools: dict[tuple[str, str, str], FunctionPool] = {}
         self._draining: set[FunctionPool] = set()  # retired pools with calls still running
         self._stopping: set[asyncio.Task[None]] = set()
@@ -136,13 +143,7 @@ class Worker:
 
     def namespace_usage(self, namespace: str) -> dict[str, int]:
         """Live instances of a namespace and the memory they hold (what its quotas limit)."""
-        instances = memory = 0
-        for pool in self._all_pools():
-            if pool.target.namespace == namespace:
-                count = len(pool.idle) + len(pool.busy) + pool.starting
-                instances += count
-                memory += count * pool.target.config.memory_mb
-        return {"instances": instances, "memory_mb": memory}
+        return self._capacity.usage(namespace)
 
     def all_instance_counts(self) -> dict[tuple[str, str], dict[str, int]]:
         """Idle and busy instances of every function that has any (for the metrics)."""
@@ -208,7 +209,8 @@ class Worker:
                 target,
                 start=self._factory.start,
                 stop=self._stop_soon,
-                admit=self._admit,
+                capacity=self._capacity,
+                released=self._capacity.freed,
                 max_concurrency=self._settings.max_concurrency if limit is None else limit,
             )
             self._pools[key] = pool
@@ -219,52 +221,11 @@ class Worker:
         if pool.busy or pool.starting:
             self._draining.add(pool)
 
-    def _admit(self, target: Executable) -> None:
-        """Make room for one more instance within its namespace's quotas, or refuse.
-
-        Idle instances of the namespace are stopped, least recently used first,
-        when that is enough: an idle instance must not keep a busy function out.
-        """
-        quotas = self._quotas(target.namespace)
-        if quotas.max_instances is None and quotas.max_memory_mb is None:
-            return
-        usage = self.namespace_usage(target.namespace)
-        instances_over = memory_over = 0
-        if quotas.max_instances is not None:
-            instances_over = usage["instances"] + 1 - quotas.max_instances
-        if quotas.max_memory_mb is not None:
-            memory_over = usage["memory_mb"] + target.config.memory_mb - quotas.max_memory_mb
-        idle = {
-            instance.id: (pool, instance)
-            for pool in self._pools.values()
-            if pool.target.namespace == target.namespace
-            for instance in pool.idle
-        }
-        chosen = evictions(
-            (Candidate(i.id, i.idle_since, i.target.config.memory_mb) for _, i in idle.values()),
-            instances_over=instances_over,
-            memory_over_mb=memory_over,
-        )
-        if chosen is None:
-            limits = []
-            if quotas.max_instances is not None:
-                limits.append(f"{quotas.max_instances} instances")
-            if quotas.max_memory_mb is not None:
-                limits.append(f"{quotas.max_memory_mb} MB")
-            raise QuotaExceeded(
-                f"namespace {target.namespace!r} is at its quota of {' and '.join(limits)}: it runs "
-                f"{usage['instances']} busy instances using {usage['memory_mb']} MB, "
-                f"a new one needs {target.config.memory_mb} MB"
-            )
-        for instance_id in chosen:
-            pool = idle[instance_id][0]
-            for taken in pool.take_expired({instance_id}):
-                self._stop_soon(taken)
-
     def _stop_soon(self, instance: Instance) -> None:
         async def stop() -> None:
             await self._factory.stop(instance)
             self._draining = {p for p in self._draining if not p.empty}
+            self._capacity.freed()
 
         task = asyncio.get_running_loop().create_task(stop())
         self._stopping.add(task)

@@ -1,5 +1,7 @@
 import asyncio
+import contextlib
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -278,3 +280,51 @@ def test_take_expired_removes_only_the_named_idle_instances(make_pool: MakePool)
         assert pool.empty
 
     asyncio.run(main())
+
+
+class FakeCapacity:
+    """Stands in for the node: refuses until ``room`` is set, records what it was asked."""
+
+    def __init__(self, room: bool) -> None:
+        self.room = room
+        self.asked = 0
+        self.freed = asyncio.Event()
+
+    def admit(self, target: Executable) -> bool:
+        self.asked += 1
+        return self.room
+
+    async def wait(self, deadline: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.freed.wait(), max(0.0, deadline - time.monotonic()))
+
+
+def test_a_full_node_makes_the_call_wait_then_throttles() -> None:
+    async def scenario() -> None:
+        life = Lifecycle()
+        capacity = FakeCapacity(room=False)
+        pool = FunctionPool(RECORD, start=life.start, stop=life.stop, max_concurrency=10, capacity=capacity)
+        began = time.monotonic()
+        with pytest.raises(Throttled, match="no memory free"):
+            await pool.acquire("a", wait_s=0.2)
+        assert time.monotonic() - began >= 0.19
+        assert life.started == [] and pool.starting == 0
+
+    asyncio.run(scenario())
+
+
+def test_room_freed_while_waiting_lets_the_call_start() -> None:
+    async def scenario() -> None:
+        life = Lifecycle()
+        capacity = FakeCapacity(room=False)
+        pool = FunctionPool(RECORD, start=life.start, stop=life.stop, max_concurrency=10, capacity=capacity)
+        waiting = asyncio.ensure_future(pool.acquire("a", wait_s=5))
+        await settle()
+        assert not waiting.done()
+        capacity.room = True
+        capacity.freed.set()
+        instance, cold = await asyncio.wait_for(waiting, 2)
+        assert cold and instance is life.started[0]
+        assert capacity.asked >= 2
+
+    asyncio.run(scenario())
