@@ -53,10 +53,9 @@ class InstanceCounts(msgspec.Struct):
     busy: int
 
 
-class Function(msgspec.Struct):
-    """A function's $LATEST: configuration, code digest and live instances."""
+class FunctionSettings(msgspec.Struct):
+    """The configuration fields a function and its published versions share (``config_view``)."""
 
-    name: str
     runtime: str
     handler: str
     memory_mb: int
@@ -67,6 +66,12 @@ class Function(msgspec.Struct):
     network: str
     max_concurrency: int | None
     idle_timeout_s: int | None
+
+
+class Function(FunctionSettings):
+    """A function's $LATEST: configuration, code digest and live instances."""
+
+    name: str
     code_sha256: str
     code_size: int
     revision: int
@@ -110,22 +115,12 @@ class Invocation(msgspec.Struct):
     init_duration_ms: float | msgspec.UnsetType | None = msgspec.UNSET
 
 
-class Version(msgspec.Struct):
+class Version(FunctionSettings):
     """A published, immutable version of a function."""
 
     function: str
     version: int
     description: str
-    runtime: str
-    handler: str
-    memory_mb: int
-    timeout_s: int
-    env: dict[str, str]
-    secrets: dict[str, str]  # env var -> secret name, never a value
-    layers: list[str]
-    network: str
-    max_concurrency: int | None
-    idle_timeout_s: int | None
     code_sha256: str
     code_size: int
     created_at: Timestamp
