@@ -199,6 +199,7 @@ class Client:
         secrets: Mapping[str, str] | None = None,
         layers: Sequence[str] | None = None,
         max_concurrency: int | None = None,
+        min_instances: int | None = None,
         idle_timeout_s: int | None = None,
     ) -> Deployment:
         """Create or update function ``name``; return its function object.
@@ -210,7 +211,8 @@ class Client:
         (``{}``/``[]`` clear it). ``secrets`` maps an environment variable to
         the name of a secret of the namespace (see :meth:`set_secret`);
         ``layers`` are ``"name:version"`` references (see :meth:`push_layer`).
-        ``max_concurrency=0`` disables the function (every call gets 429).
+        ``max_concurrency=0`` disables the function (every call gets 429);
+        ``min_instances`` keeps that many instances of $LATEST started (provisioned).
         Deploying the same code and settings again changes nothing.
         """
         if code_dir is not None and code_zip is not None:
@@ -227,6 +229,7 @@ class Client:
             "secrets": dict(secrets) if secrets is not None else None,
             "layers": list(layers) if layers is not None else None,
             "max_concurrency": max_concurrency,
+            "min_instances": min_instances,
             "idle_timeout_s": idle_timeout_s,
             "code": _b64(code_zip) if code_zip is not None else None,
         }

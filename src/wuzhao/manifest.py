@@ -43,6 +43,7 @@ from wuzhao.domain.functions import (
     IdleTimeoutS,
     MaxConcurrency,
     MemoryMB,
+    MinInstances,
     TimeoutS,
     handler_module_files,
 )
@@ -66,6 +67,7 @@ FUNCTION_KEYS = (
     "layers",
     "network",
     "max_concurrency",
+    "min_instances",
     "idle_timeout_s",
 )
 # The settings a deploy sends and compares, in the order changes are reported.
@@ -115,6 +117,7 @@ class FunctionSpec:
     layers: list[str] = field(default_factory=list)  # "name:version"
     network: str = _DEFAULTS.network
     max_concurrency: int | None = None  # None: left as it is
+    min_instances: int = _DEFAULTS.min_instances
     idle_timeout_s: int | None = None  # None: left as it is
     file: str = MANIFEST_FILE
     # Line of every field path read, e.g. {"functions.hello.env.A": 9}.
@@ -264,6 +267,7 @@ class _Reader:
             "layers": self.layers,
             "network": self.network,
             "max_concurrency": lambda node, path: self.integer(node, path, *_bounds(MaxConcurrency)),
+            "min_instances": lambda node, path: self.integer(node, path, *_bounds(MinInstances)),
             "idle_timeout_s": lambda node, path: self.integer(node, path, *_bounds(IdleTimeoutS)),
         }
 

@@ -98,6 +98,7 @@ class Platform:
             resolve=versions.resolve,
             quotas=namespaces.get,
             node_memory_mb=settings.node_memory_mb or default_node_memory_mb(),
+            provisioned=lambda: [versions.resolve(f.namespace, f.name, None) for f in registry.provisioned()],
             metrics=metrics,
         )
         metrics.watch_instances(worker.all_instance_counts)

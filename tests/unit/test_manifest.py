@@ -83,6 +83,7 @@ def test_every_setting(project: Path) -> None:
         "layers": ["deps:3", "tools:12"],
         "network": "outbound",
         "max_concurrency": 0,
+        "min_instances": 0,
         "idle_timeout_s": 60,
     }
 
@@ -99,6 +100,7 @@ def test_defaults_are_the_servers_and_two_limits_are_left_alone(project: Path) -
         "secrets": {},
         "layers": [],
         "network": "none",
+        "min_instances": 0,
     }
 
 

@@ -94,6 +94,12 @@ def _layers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
     help="Most calls running at once; 0 disables the function (every call gets 429).",
 )
 @click.option(
+    "--min-instances",
+    type=click.IntRange(min=0, max=100),
+    metavar="N",
+    help="Instances kept started even with no calls (provisioned); 0: scale to zero.",
+)
+@click.option(
     "--idle-timeout",
     "idle_timeout_s",
     type=click.IntRange(min=1),

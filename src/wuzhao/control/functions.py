@@ -61,6 +61,10 @@ class FunctionRegistry:
         except KeyError:
             raise NotFound(f"function {name!r} does not exist") from None
 
+    def provisioned(self) -> list[FunctionRecord]:
+        """Every function that keeps instances started (``min_instances`` > 0)."""
+        return [f for f in self._functions.values() if f.config.min_instances]
+
     def list(self, namespace: str) -> list[FunctionRecord]:
         return sorted((f for (ns, _), f in self._functions.items() if ns == namespace), key=lambda f: f.name)
 

@@ -28,6 +28,7 @@ TimeoutS = Annotated[int, msgspec.Meta(ge=1, le=900)]
 Handler = Annotated[str, msgspec.Meta(pattern=HANDLER_PATTERN, max_length=256)]
 MaxConcurrency = Annotated[int, msgspec.Meta(ge=0, le=10_000)]  # 0: disabled, every call gets 429
 IdleTimeoutS = Annotated[int, msgspec.Meta(ge=1, le=86_400)]
+MinInstances = Annotated[int, msgspec.Meta(ge=0, le=100)]
 
 
 class FunctionUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -42,6 +43,7 @@ class FunctionUpdate(msgspec.Struct, forbid_unknown_fields=True):
     layers: list[str] | None = None  # ["name:version", ...], mounted under /opt
     network: str | None = None
     max_concurrency: MaxConcurrency | None = None
+    min_instances: MinInstances | None = None
     idle_timeout_s: IdleTimeoutS | None = None
     code: str | None = None  # base64 of a zip
 
@@ -58,6 +60,7 @@ class FunctionConfig(msgspec.Struct, frozen=True):
     layers: list[str] = msgspec.field(default_factory=list)
     network: str = "none"
     max_concurrency: int | None = None  # None: the server's default
+    min_instances: int = 0  # instances kept started (provisioned), even with no calls
     idle_timeout_s: int | None = None  # None: the server's default
 
 
@@ -87,21 +90,21 @@ def check_name(name: str, *, what: str = "function") -> str:
 
 def merge_config(current: FunctionConfig | None, update: FunctionUpdate) -> FunctionConfig:
     """Apply a PUT body to the current configuration (or the defaults)."""
-    base = current or FunctionConfig()
-    config = FunctionConfig(
-        runtime=update.runtime if update.runtime is not None else base.runtime,
-        handler=update.handler if update.handler is not None else base.handler,
-        memory_mb=update.memory_mb if update.memory_mb is not None else base.memory_mb,
-        timeout_s=update.timeout_s if update.timeout_s is not None else base.timeout_s,
-        env=update.env if update.env is not None else base.env,
-        secrets=update.secrets if update.secrets is not None else base.secrets,
-        layers=update.layers if update.layers is not None else base.layers,
-        network=update.network if update.network is not None else base.network,
-        max_concurrency=update.max_concurrency
-        if update.max_concurrency is not None
-        else base.max_concurrency,
-        idle_timeout_s=update.idle_timeout_s if update.idle_timeout_s is not None else base.idle_timeout_s,
-    )
+    changes = {
+        name: value
+        for name in FunctionConfig.__struct_fields__
+        if (value := getattr(update, name)) is not None
+    }
+    config = msgspec.structs.replace(current or FunctionConfig(), **changes)
+    if (
+        config.min_instances
+        and config.max_concurrency is not None
+        and config.min_instances > config.max_concurrency
+    ):
+        raise BadRequest(
+            f"min_instances ({config.min_instances}) is over max_concurrency ({config.max_concurrency})",
+            field="min_instances",
+        )
     if config.runtime not in RUNTIMES:
         raise BadRequest(
             f"runtime {config.runtime!r} is not supported; supported: {', '.join(sorted(RUNTIMES))}",

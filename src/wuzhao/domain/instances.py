@@ -15,7 +15,8 @@ class InstanceState(enum.StrEnum):
 
 
 TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
-    InstanceState.STARTING: frozenset({InstanceState.BUSY, InstanceState.STOPPED}),
+    # STARTING -> IDLE: a provisioned instance (min_instances) starts with no call waiting.
+    InstanceState.STARTING: frozenset({InstanceState.BUSY, InstanceState.IDLE, InstanceState.STOPPED}),
     InstanceState.IDLE: frozenset({InstanceState.BUSY, InstanceState.STOPPED}),
     InstanceState.BUSY: frozenset({InstanceState.IDLE, InstanceState.STOPPED}),
     InstanceState.STOPPED: frozenset(),
@@ -51,9 +52,19 @@ class IdleInstance:
     idle_since: float
 
 
-def expired(instances: Iterable[IdleInstance], *, now: float, idle_timeout_s: float) -> list[str]:
-    """Ids of the idle instances that have been idle longer than the timeout."""
-    return [i.instance_id for i in instances if now - i.idle_since >= idle_timeout_s]
+def expired(
+    instances: Iterable[IdleInstance], *, now: float, idle_timeout_s: float, surplus: int | None = None
+) -> list[str]:
+    """Ids of the idle instances that have been idle longer than the timeout.
+
+    ``surplus`` caps how many may go (a function's live instances minus its
+    ``min_instances``): the longest idle go first, the provisioned rest stays.
+    """
+    old = [i for i in instances if now - i.idle_since >= idle_timeout_s]
+    if surplus is not None and len(old) > surplus:
+        going = {i.instance_id for i in sorted(old, key=lambda i: i.idle_since)[: max(0, surplus)]}
+        old = [i for i in old if i.instance_id in going]
+    return [i.instance_id for i in old]
 
 
 @dataclass(frozen=True)

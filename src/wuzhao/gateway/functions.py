@@ -55,6 +55,7 @@ def config_view(config: FunctionConfig) -> dict[str, Any]:
         "layers": config.layers,
         "network": config.network,
         "max_concurrency": config.max_concurrency,
+        "min_instances": config.min_instances,
         "idle_timeout_s": config.idle_timeout_s,
     }
 

@@ -65,6 +65,7 @@ class FunctionSettings(msgspec.Struct):
     layers: list[str]
     network: str
     max_concurrency: int | None
+    min_instances: int
     idle_timeout_s: int | None
 
 

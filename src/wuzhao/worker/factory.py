@@ -59,8 +59,12 @@ class InstanceFactory:
         self._runtime_layers = runtime_layers
         self._uids = UidPool(settings.uid_base, settings.uid_count)
 
-    async def start(self, target: Executable, invocation_id: str) -> Instance:
-        """A new instance of ``target``, initialised (its handler imported), or an error."""
+    async def start(self, target: Executable, invocation_id: str | None) -> Instance:
+        """A new instance of ``target``, initialised (its handler imported), or an error.
+
+        ``invocation_id`` is the call the cold start serves (its init output is
+        that call's); None for a provisioned instance started with no call.
+        """
         try:
             uid = self._uids.acquire()
         except UidsExhausted as exc:

@@ -90,7 +90,9 @@ class Instance:
             self._process.thaw()
             self._frozen = False
 
-    async def initialize(self, invocation_id: str, timeout_s: float, *, layers: Sequence[str] = ()) -> None:
+    async def initialize(
+        self, invocation_id: str | None, timeout_s: float, *, layers: Sequence[str] = ()
+    ) -> None:
         """Send INIT and wait for READY; init output belongs to the call that caused it.
 
         ``layers``: the names of the layers mounted under /opt, in import-path order.

@@ -37,7 +37,7 @@ class OutputCapture:
         for fd in self._fds:
             self._loop.add_reader(fd, self._read, fd)
 
-    def begin(self, invocation_id: str) -> None:
+    def begin(self, invocation_id: str | None) -> None:
         """Attribute what follows to this call, with a fresh budget."""
         self._invocation = invocation_id
         self._kept = 0

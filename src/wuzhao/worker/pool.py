@@ -21,7 +21,7 @@ from wuzhao.worker.instance import Instance
 
 # Starts and initialises a new instance for a call (the call's id is given so
 # init output is attributed to it).
-Starter = Callable[[Executable, str], Awaitable[Instance]]
+Starter = Callable[[Executable, str | None], Awaitable[Instance]]
 Stopper = Callable[[Instance], None]
 
 
@@ -117,6 +117,25 @@ class FunctionPool:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
+
+    async def provision(self) -> None:
+        """Start one instance with no call waiting (``min_instances``), if it fits now."""
+        if self.retired or (self._capacity is not None and not self._capacity.admit(self.target)):
+            return
+        self.starting += 1
+        try:
+            instance = await self._start(self.target, None)
+        finally:
+            self.starting -= 1
+            self._wake_one()
+            if self._released is not None:
+                self._released()
+        if self.retired:
+            self._stop(instance)
+            return
+        instance.move(InstanceState.IDLE)
+        self.idle.append(instance)
+        self._wake_one()
 
     def release(self, instance: Instance, *, healthy: bool) -> None:
         self.busy.discard(instance)

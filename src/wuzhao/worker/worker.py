@@ -70,8 +70,10 @@ class Worker:
         resolve: Resolver,
         quotas: QuotaLookup,
         node_memory_mb: int,
+        provisioned: Callable[[], list[Executable]] = list,
         metrics: Metrics | None = None,
     ) -> None:
+        self._provisioned = provisioned  # the executables that keep min_instances started
         self._metrics = metrics
         self._capacity = NodeCapacity(
             pools=self._all_pools,
@@ -232,6 +234,7 @@ class Worker:
         task.add_done_callback(self._stopping.discard)
 
     async def _reap_idle(self) -> None:
+        """Scale to zero, but never below ``min_instances`` (which are started here too)."""
         period = max(0.05, min(1.0, self._settings.idle_timeout_s / 4))
         while True:
             await asyncio.sleep(period)
@@ -239,9 +242,23 @@ class Worker:
             for pool in list(self._pools.values()):
                 timeout = pool.target.config.idle_timeout_s or self._settings.idle_timeout_s
                 idle = [IdleInstance(i.id, i.idle_since) for i in pool.idle]
-                ids = set(expired(idle, now=now, idle_timeout_s=timeout))
+                surplus = None
+                if pool.target.version == LATEST and pool.target.config.min_instances:
+                    surplus = _live(pool) - pool.target.config.min_instances
+                ids = set(expired(idle, now=now, idle_timeout_s=timeout, surplus=surplus))
                 for instance in pool.take_expired(ids):
                     self._stop_soon(instance)
+            await self._provision()
+
+    async def _provision(self) -> None:
+        for target in self._provisioned():
+            pool = self._pool(target)
+            for _ in range(target.config.min_instances - _live(pool)):
+                try:
+                    await pool.provision()
+                except WuzhaoError as error:  # e.g. InitError: the next period tries again
+                    log.warning("could not provision %s: %s %s", target.function, error.code, error.message)
+                    break
 
     def _record(
         self,
@@ -278,3 +295,7 @@ class Worker:
             log.info(
                 "invocation %s of %s failed: %s %s", invocation_id, target.function, error.code, error.message
             )
+
+
+def _live(pool: FunctionPool) -> int:
+    return len(pool.idle) + len(pool.busy) + pool.starting

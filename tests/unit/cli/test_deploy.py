@@ -41,6 +41,7 @@ def on_server(project: Path, name: str, **settings: Any) -> dict[str, Any]:
         "layers": [],
         "network": "none",
         "max_concurrency": None,
+        "min_instances": 0,
         "idle_timeout_s": None,
         "code_sha256": sha,
         "code_size": 141,

@@ -17,6 +17,7 @@ from wuzhao.domain.instances import (
 S = InstanceState
 ALLOWED = {
     (S.STARTING, S.BUSY),
+    (S.STARTING, S.IDLE),
     (S.STARTING, S.STOPPED),
     (S.IDLE, S.BUSY),
     (S.IDLE, S.STOPPED),
@@ -104,3 +105,19 @@ C = Candidate
 )
 def test_evictions_stop_the_least_recently_used_until_it_fits(idle, instances_over, memory_over, expected):
     assert evictions(idle, instances_over=instances_over, memory_over_mb=memory_over) == expected
+
+
+@pytest.mark.parametrize(
+    ("surplus", "expected"),
+    [
+        (None, ["a", "b", "c"]),  # no minimum: every expired instance goes
+        (3, ["a", "b", "c"]),
+        (2, ["a", "c"]),  # the two idle longest go (a at 10, c at 20), b (30) stays
+        (1, ["a"]),
+        (0, []),  # at min_instances already: nothing goes
+        (-1, []),
+    ],
+)
+def test_expired_never_goes_below_the_minimum(surplus, expected) -> None:
+    idle = [IdleInstance("a", 10.0), IdleInstance("b", 30.0), IdleInstance("c", 20.0)]
+    assert expired(idle, now=100.0, idle_timeout_s=5.0, surplus=surplus) == expected
