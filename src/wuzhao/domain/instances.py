@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 
@@ -94,3 +94,21 @@ def evictions(idle: Iterable[Candidate], *, instances_over: int, memory_over_mb:
     if instances_over > 0 or memory_over_mb > 0:
         return None
     return chosen
+
+
+def must_yield(
+    usage_mb: Mapping[str, int], waiting: Iterable[str], *, namespace: str, need_mb: int, budget_mb: int
+) -> bool:
+    """Whether ``namespace`` must let others go first before growing by ``need_mb``.
+
+    Fairness on a contended node: while another namespace has calls waiting for
+    room, a namespace may grow only up to an equal share of the node's budget
+    among the namespaces that hold or want instances. Without contention anyone
+    may use the whole node.
+    """
+    others_waiting = {ns for ns in waiting if ns != namespace}
+    if not others_waiting:
+        return False
+    contenders = {ns for ns, used in usage_mb.items() if used > 0} | others_waiting | {namespace}
+    share = budget_mb // len(contenders)
+    return usage_mb.get(namespace, 0) + need_mb > share

@@ -7,15 +7,19 @@ instance, idle instances are stopped least recently used first
 its quota, then anywhere on the node for the budget. When nothing idle is left
 to stop, a namespace over its quota is refused at once (429 QuotaExceeded) and a
 call on a full node waits for room up to its deadline (then 429 Throttled).
+While calls of another namespace wait for room, a namespace may not grow past
+an equal share of the node (``domain.instances.must_yield``): one tenant cannot
+take the whole node from the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 
-from wuzhao.domain.instances import Candidate, evictions
+from wuzhao.domain.instances import Candidate, evictions, must_yield
 from wuzhao.domain.versions import Executable
 from wuzhao.errors import QuotaExceeded
 from wuzhao.observe.metrics import Metrics
@@ -40,6 +44,7 @@ class NodeCapacity:
         self._stop = stop
         self._metrics = metrics
         self._waiters: list[asyncio.Future[None]] = []
+        self._waiting: Counter[str] = Counter()  # namespaces with calls waiting for room
 
     def usage(self, namespace: str | None = None) -> dict[str, int]:
         """Live instances and their memory, of one namespace or of the whole node."""
@@ -53,19 +58,28 @@ class NodeCapacity:
 
     def admit(self, target: Executable) -> bool:
         self._fit_quota(target)
-        over = self.usage()["memory_mb"] + target.config.memory_mb - self.node_memory_mb
+        memory = target.config.memory_mb
+        usage_mb = {ns: self.usage(ns)["memory_mb"] for ns in {p.target.namespace for p in self._pools()}}
+        waiting = [ns for ns, count in self._waiting.items() if count]
+        if must_yield(
+            usage_mb, waiting, namespace=target.namespace, need_mb=memory, budget_mb=self.node_memory_mb
+        ):
+            return False  # others wait and this namespace is over its share: they go first
+        over = sum(usage_mb.values()) + memory - self.node_memory_mb
         if over <= 0:
             return True
         return self._evict(self._idle(), instances_over=0, memory_over=over, reason="node")
 
-    async def wait(self, deadline: float) -> None:
+    async def wait(self, target: Executable, deadline: float) -> None:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        self._waiting[target.namespace] += 1
         try:
             await asyncio.wait_for(waiter, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             pass
         finally:
+            self._waiting[target.namespace] -= 1
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 

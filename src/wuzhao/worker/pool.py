@@ -35,7 +35,7 @@ class Capacity(Protocol):
         checks. Raises QuotaExceeded when the namespace's quota can never fit it.
         """
 
-    async def wait(self, deadline: float) -> None:
+    async def wait(self, target: Executable, deadline: float) -> None:
         """Return when room may have been freed, or at the deadline (monotonic)."""
 
 
@@ -89,7 +89,7 @@ class FunctionPool:
                         f"the node has no memory free for another instance of {self.target.function!r} "
                         f"({self.target.config.memory_mb} MB); retry"
                     )
-                await capacity.wait(deadline)
+                await capacity.wait(self.target, deadline)
                 continue  # look again: an instance of ours may have come free meanwhile
             if placement is Placement.START:
                 self.starting += 1

@@ -11,6 +11,7 @@ from wuzhao.domain.instances import (
     can_transition,
     evictions,
     expired,
+    must_yield,
     place_call,
 )
 
@@ -121,3 +122,21 @@ def test_evictions_stop_the_least_recently_used_until_it_fits(idle, instances_ov
 def test_expired_never_goes_below_the_minimum(surplus, expected) -> None:
     idle = [IdleInstance("a", 10.0), IdleInstance("b", 30.0), IdleInstance("c", 20.0)]
     assert expired(idle, now=100.0, idle_timeout_s=5.0, surplus=surplus) == expected
+
+
+@pytest.mark.parametrize(
+    ("usage", "waiting", "namespace", "need", "yields"),
+    [
+        ({"a": 384}, [], "a", 128, False),  # nobody else waits: take the whole node
+        ({"a": 384}, ["a"], "a", 128, False),  # only its own calls wait
+        ({"a": 384}, ["b"], "a", 128, True),  # b waits: a is over half of 512
+        ({"a": 128}, ["b"], "a", 128, False),  # a stays within its half
+        ({"a": 384}, ["b"], "b", 128, False),  # b is far under its share
+        ({"a": 256, "b": 128}, ["c"], "b", 32, False),  # three contenders: shares of 170
+        ({"a": 256, "b": 128}, ["c"], "b", 128, True),
+        ({"a": 256, "b": 128}, ["c"], "a", 128, True),
+        ({}, ["b"], "a", 512, True),  # even a first instance yields if it would exceed a share
+    ],
+)
+def test_a_namespace_yields_beyond_its_share_only_when_others_wait(usage, waiting, namespace, need, yields):
+    assert must_yield(usage, waiting, namespace=namespace, need_mb=need, budget_mb=512) is yields

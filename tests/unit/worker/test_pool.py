@@ -294,7 +294,7 @@ class FakeCapacity:
         self.asked += 1
         return self.room
 
-    async def wait(self, deadline: float) -> None:
+    async def wait(self, target: Executable, deadline: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.freed.wait(), max(0.0, deadline - time.monotonic()))
 
