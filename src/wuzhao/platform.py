@@ -58,18 +58,15 @@ class Platform:
         data.mkdir(parents=True, exist_ok=True)
         namespaces = Namespaces(store)
 
-        def layer_users(namespace: str, ref: str) -> list[str]:
-            users = [f.name for f in registry.list(namespace) if ref in f.config.layers]
-            for function in registry.list(namespace):
-                users += [
-                    f"{function.name}:{v.version}"
-                    for v in versions.list_versions(namespace, function.name)
-                    if ref in v.config.layers
-                ]
-            return users
-
-        layers = Layers(store, packages, users=layer_users)
-        secrets = Secrets(store, load_or_create_key(data))
+        # Layers and secrets ask who uses them before a delete; `versions` is made below.
+        layers = Layers(
+            store, packages, users=lambda ns, ref: versions.users(ns, lambda config: ref in config.layers)
+        )
+        secrets = Secrets(
+            store,
+            load_or_create_key(data),
+            users=lambda ns, name: versions.users(ns, lambda config: name in config.secrets.values()),
+        )
 
         async def check_references(namespace: str, config: FunctionConfig) -> None:
             await layers.resolve(namespace, config.layers)

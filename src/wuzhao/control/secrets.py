@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from wuzhao.errors import BadRequest, NotFound, WuzhaoError
+from wuzhao.errors import BadRequest, Conflict, NotFound, WuzhaoError
 from wuzhao.store.api import SecretRecord, Store
 
 SECRET_KEY_FILE = "secrets.key"
@@ -44,10 +45,15 @@ def check_secret_name(name: str) -> str:
     return name
 
 
+# (namespace, secret name) -> what uses that secret ("fn", "fn:3", ...)
+SecretUsers = Callable[[str, str], list[str]]
+
+
 class Secrets:
-    def __init__(self, store: Store, key: bytes) -> None:
+    def __init__(self, store: Store, key: bytes, *, users: SecretUsers | None = None) -> None:
         self._store = store
         self._fernet = Fernet(key)
+        self._users = users
 
     async def set(self, namespace: str, name: str, value: str) -> SecretRecord:
         check_secret_name(name)
@@ -63,6 +69,12 @@ class Secrets:
         return await self._store.list_secrets(namespace)
 
     async def delete(self, namespace: str, name: str) -> None:
+        """Delete a secret nothing uses (else its users' next cold start would fail)."""
+        users = self._users(namespace, name) if self._users is not None else []
+        if users:
+            raise Conflict(
+                f"secret {name!r} is in use by {', '.join(users)}; remove it from their secrets first"
+            )
         if not await self._store.delete_secret(namespace, name):
             raise NotFound(f"secret {name!r} does not exist")
 

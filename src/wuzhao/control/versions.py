@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from wuzhao.control.functions import FunctionRegistry
-from wuzhao.domain.functions import FunctionRecord
+from wuzhao.domain.functions import FunctionConfig, FunctionRecord
 from wuzhao.domain.versions import (
     LATEST,
     Executable,
@@ -95,6 +95,20 @@ class Versions:
         await self._store.delete_version(namespace, function, version)
         key = (namespace, function)
         self._versions[key] = [v for v in self._versions[key] if v.version != version]
+
+    def users(self, namespace: str, uses: Callable[[FunctionConfig], bool]) -> list[str]:
+        """What in the namespace has a configuration ``uses`` accepts: functions ($LATEST) as
+        ``name``, published versions as ``name:version`` (layers and secrets ask before a delete)."""
+        found = []
+        for function in self._registry.list(namespace):
+            if uses(function.config):
+                found.append(function.name)
+            found += [
+                f"{function.name}:{v.version}"
+                for v in self._versions.get((namespace, function.name), [])
+                if uses(v.config)
+            ]
+        return found
 
     # aliases
 

@@ -53,6 +53,13 @@ def _is_number(raw: str) -> bool:
     return raw.isascii() and raw.isdigit()
 
 
+def version_number(raw: str, *, field: str = "version") -> int:
+    """A published version number (1, 2, …) from text such as a URL path segment."""
+    if not _is_number(raw) or int(raw) < 1:
+        raise BadRequest(f"version {raw!r} is not a version number", field=field)
+    return int(raw)
+
+
 def check_alias_name(name: str) -> str:
     if not _ALIAS_RE.match(name):
         raise BadRequest(

@@ -10,14 +10,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from wuzhao.domain.access import Action
-from wuzhao.errors import BadRequest, Conflict, InvalidCode, NotFound
+from wuzhao.domain.versions import version_number
+from wuzhao.errors import InvalidCode, NotFound
 from wuzhao.gateway.bodies import LayerBody, SecretBody
 from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.responses import decode_json, iso, json_response, read_body
 from wuzhao.store.api import LayerRecord, SecretRecord
 
 if TYPE_CHECKING:
-    from wuzhao.platform import Platform
+    pass
 
 SECRET_BODY_LIMIT = 128 * 1024
 MAX_VERSION = 2**63 - 1  # the largest SQLite integer
@@ -50,13 +51,10 @@ async def get_layer(request: Request) -> Response:
 
 async def delete_layer_version(request: Request) -> Response:
     namespace = authorize(request, Action.MANAGE)
-    raw = request.path_params["version"]
-    # isascii: str.isdigit alone also accepts "²", which int() refuses (a 500 before)
-    if not (raw.isascii() and raw.isdigit()):
-        raise BadRequest(f"version {raw!r} is not a version number", field="version")
-    if int(raw) > MAX_VERSION:  # no such version, and SQLite would overflow on it (a 500 before)
-        raise NotFound(f"layer {request.path_params['name']}:{raw} does not exist")
-    await platform_of(request).layers.delete(namespace, request.path_params["name"], int(raw))
+    version = version_number(request.path_params["version"])
+    if version > MAX_VERSION:  # no such version, and SQLite would overflow on it (a 500 before)
+        raise NotFound(f"layer {request.path_params['name']}:{version} does not exist")
+    await platform_of(request).layers.delete(namespace, request.path_params["name"], version)
     return Response(status_code=204)
 
 
@@ -75,25 +73,8 @@ async def list_secrets(request: Request) -> Response:
 
 async def delete_secret(request: Request) -> Response:
     namespace = authorize(request, Action.MANAGE)
-    platform = platform_of(request)
-    name = request.path_params["name"]
-    users = _secret_users(platform, namespace, name)
-    if users:  # else their next cold start would fail
-        raise Conflict(f"secret {name!r} is in use by {', '.join(users)}; remove it from their secrets first")
-    await platform.secrets.delete(namespace, name)
+    await platform_of(request).secrets.delete(namespace, request.path_params["name"])
     return Response(status_code=204)
-
-
-def _secret_users(platform: Platform, namespace: str, secret: str) -> list[str]:
-    """The functions ($LATEST) and published versions (``name:version``) that reference ``secret``."""
-    users = []
-    for function in platform.registry.list(namespace):
-        if secret in function.config.secrets.values():
-            users.append(function.name)
-        for version in platform.versions.list_versions(namespace, function.name):
-            if secret in version.config.secrets.values():
-                users.append(f"{function.name}:{version.version}")
-    return users
 
 
 def layer_view(record: LayerRecord) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from wuzhao.domain.access import Action
-from wuzhao.errors import BadRequest
+from wuzhao.domain.versions import version_number
 from wuzhao.gateway.bodies import AliasBody, PublishBody
 from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.functions import config_view
@@ -86,11 +86,7 @@ async def delete_alias(request: Request) -> Response:
 
 
 def _version(request: Request) -> int:
-    raw = request.path_params["version"]
-    # isascii: str.isdigit alone also accepts "²", which int() refuses (a 500 before)
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-        raise BadRequest(f"version {raw!r} is not a version number", field="version")
-    return int(raw)
+    return version_number(request.path_params["version"])
 
 
 def version_view(record: VersionRecord) -> dict[str, Any]:
