@@ -14,6 +14,7 @@ the body back to the same class, so a caller can ``except NotFound``.
     ├── NotFound                     (404 NotFound)
     ├── MethodNotAllowed             (405 MethodNotAllowed)
     ├── Conflict                     (409 Conflict)
+    │   └── LeaseLost                (409 LeaseLost: an async call's lease expired before its ack)
     ├── PayloadTooLarge              (413 PayloadTooLarge)
     ├── Throttled                    (429 Throttled)
     ├── QuotaExceeded                (429 QuotaExceeded: the namespace's quota is used up)
@@ -88,6 +89,12 @@ class MethodNotAllowed(WuzhaoError):
 class Conflict(WuzhaoError):
     status = 409
     code = "Conflict"
+
+
+class LeaseLost(Conflict):
+    """An ack for an async call whose lease expired or was given back: it changed nothing."""
+
+    code = "LeaseLost"
 
 
 class PayloadTooLarge(WuzhaoError):

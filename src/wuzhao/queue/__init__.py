@@ -1,0 +1,1 @@
+"""The durable queue of asynchronous calls: its contract (api) and implementations."""
