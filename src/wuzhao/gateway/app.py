@@ -13,12 +13,14 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
+from starlette.types import ASGIApp
 
 from wuzhao.domain.access import Action
 from wuzhao.errors import BadRequest, MethodNotAllowed, NotFound, WuzhaoError
 from wuzhao.gateway import functions, invocations, invoke, layers, openapi, tenancy, versions
 from wuzhao.gateway.auth import AuthMiddleware
 from wuzhao.gateway.context import authorize, platform_of
+from wuzhao.gateway.hot_path import HotPath
 from wuzhao.gateway.responses import error_response, json_response
 from wuzhao.observe.metrics import CONTENT_TYPE
 from wuzhao.platform import Platform
@@ -73,7 +75,8 @@ ROUTES = [
 ]
 
 
-def create_app(platform: Platform, *, on_started: Callable[[], Any] | None = None) -> Starlette:
+def create_app(platform: Platform, *, on_started: Callable[[], Any] | None = None) -> ASGIApp:
+    """The whole HTTP surface: the synchronous invoke route's fast path in front of the routed app."""
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await platform.start()
@@ -96,7 +99,7 @@ def create_app(platform: Platform, *, on_started: Callable[[], Any] | None = Non
     )
     app.state.platform = platform
     app.state.openapi = openapi.encode(openapi.build_document(ROUTES))
-    return app
+    return HotPath(app, platform)
 
 
 async def _wuzhao_error(request: Request, exc: Exception) -> Response:

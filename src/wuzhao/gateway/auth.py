@@ -7,11 +7,15 @@ which routes it has, to anyone unauthenticated.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wuzhao.control.keys import KeyRing
 from wuzhao.errors import Unauthorized
 from wuzhao.gateway.responses import error_response
+
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 class AuthMiddleware:
@@ -23,11 +27,10 @@ class AuthMiddleware:
         if scope["type"] != "http" or not _protected(scope["path"]):
             await self.app(scope, receive, send)
             return
-        key = _bearer(scope)
+        key = bearer(scope["headers"])
         record = await self.keys.authenticate(key) if key else None
         if record is None:
-            message = "a valid API key is required: send 'Authorization: Bearer <key>'"
-            response = error_response(Unauthorized(message), {"WWW-Authenticate": "Bearer"})
+            response = error_response(unauthorized(), CHALLENGE)
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["key"] = record
@@ -38,8 +41,13 @@ def _protected(path: str) -> bool:
     return path == "/v1" or path.startswith("/v1/") or path == "/metrics"
 
 
-def _bearer(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
+def unauthorized() -> Unauthorized:
+    return Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'")
+
+
+def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, if there is one."""
+    for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token.strip():

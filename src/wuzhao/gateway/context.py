@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from wuzhao.domain.access import Action, Role, allows
 from wuzhao.errors import Forbidden, NotFound
+from wuzhao.store.api import ApiKeyRecord
 
 if TYPE_CHECKING:
     from wuzhao.platform import Platform
@@ -27,12 +28,17 @@ def platform_of(request: Request) -> Platform:
 
 def authorize(request: Request, action: Action) -> str:
     """The namespace the request acts in, once the key's role allows ``action`` there."""
-    key = request.state.key
-    wanted = request.headers.get(NAMESPACE_HEADER) or key.namespace
+    named = request.headers.get(NAMESPACE_HEADER)
+    return namespace_for(platform_of(request), request.state.key, named, action)
+
+
+def namespace_for(platform: Platform, key: ApiKeyRecord, named: str | None, action: Action) -> str:
+    """:func:`authorize` without a Starlette request: ``named`` is the namespace header, if any."""
+    wanted = named or key.namespace
     if wanted != key.namespace and key.role != Role.ADMIN:
         raise NotFound(f"namespace {wanted!r} does not exist")
-    if not platform_of(request).namespaces.exists(wanted):
+    if not platform.namespaces.exists(wanted):
         raise NotFound(f"namespace {wanted!r} does not exist")
     if not allows(key.role, action):
         raise Forbidden(f"a key with the role {key.role!r} cannot {action.value} here")
-    return str(wanted)
+    return wanted

@@ -201,6 +201,12 @@ def _limit_resources(spec: SandboxSpec) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (spec.nofile, spec.nofile))
     # A core dump of user code could be handed to a host-side handler as root.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # SCHED_BATCH: a woken instance does not preempt the process that woke it.
+    # The worker hands a call over and goes on answering others instead of being
+    # switched out mid-write; with 16 busy connections on 2 cores that is about
+    # a quarter more calls per second (bench/suite.py), at no cost to a lone
+    # call (an idle core still runs the instance at once).
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 def adopt_stdio(*, channel: int, stdout: int, stderr: int) -> None:

@@ -155,6 +155,7 @@ def identity(event, context):
         "dumpable": libc.prctl(3, 0, 0, 0, 0),  # PR_GET_DUMPABLE
         "environ of pid 1": oserror(lambda: open("/proc/1/environ", "rb").read()),
         "core": list(resource.getrlimit(resource.RLIMIT_CORE)),
+        "batch": os.sched_getscheduler(0) == os.SCHED_BATCH,
         "setuid to nobody": oserror(lambda: os.setuid(65534)),
     }
 
@@ -303,6 +304,7 @@ def test_uid_0_inside_has_no_capability_and_is_not_dumpable(tmp_path: Path) -> N
         assert seen["dumpable"] == 0
         assert seen["environ of pid 1"] == errno.EACCES
         assert seen["core"] == [0, 0]
+        assert seen["batch"]  # a woken instance does not preempt the worker
         assert seen["setuid to nobody"] == errno.EINVAL  # 65534 is not mapped: only uid 0 exists
 
     run(tmp_path, test)
