@@ -54,6 +54,8 @@ def run(settings: Settings) -> None:
         log_config=None,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1,
         server_header=False,
+        # No proxy is trusted: X-Forwarded-* would only let a caller claim another address.
+        proxy_headers=False,
     )
     server = _Server(config)
     server.run()
