@@ -6,8 +6,12 @@ Prints a Markdown table (the one in docs/performance.md). Figures:
 warm invoke latency and cold start (see invoke_latency.py), throughput with 16
 connections (wrk when installed, else a Python client for both sides), a burst
 of 100 concurrent calls to a function with no instance, the memory of an idle
-instance (USS) next to a fresh `python -I`, and a 5 MB event next to an
-in-process copy and parse of the same bytes.
+instance (USS) next to a fresh `python -I`, a 5 MB event next to an
+in-process copy and parse of the same bytes, the cold start of a handler
+importing numpy from a preloaded runtime layer next to the same layer without
+preloading (see preload_start.py), and durable async enqueues per second from
+64 concurrent producers next to plain SQLite committing each insert with the
+same durability (see enqueue_rate.py).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import Http, deploy, free_port, summary, wait_healthy, wuzhao_server
+from enqueue_rate import enqueue_pair
 from invoke_latency import EVENT, cold_baseline, cold_wuzhao, warm_baseline, warm_wuzhao
+from preload_start import cold_pair, numpy_layer
 
 BASELINE_APP = Path(__file__).parent / "baseline_app.py"
 
@@ -193,6 +199,9 @@ def main() -> None:
     burst_s = burst()
     uss, uss_base = idle_memory()
     big, big_base = large_event()
+    with tempfile.TemporaryDirectory(prefix="wuzhao-bench-") as tmp:
+        numpy_cold, numpy_base = (summary(s) for s in cold_pair(numpy_layer(Path(tmp, "sci")), n_cold))
+    enqueues, enqueues_base, _ = enqueue_pair(64, seconds)
     tool = "wrk" if shutil.which("wrk") else "Python client"
     rows = [
         ("warm invoke, 1 keep-alive connection, p50 / p99",
@@ -210,6 +219,13 @@ def main() -> None:
          f"{uss / uss_base:.2f}x"),
         ("5 MB event, warm call, p50", f"{big:.2f} ms", f"{big_base:.2f} ms (in-process copy + parse)",
          f"{big / big_base:.2f}x"),
+        ("cold start, handler importing numpy from a preloaded runtime layer, p50 / p99",
+         f"{numpy_cold['p50']:.2f} / {numpy_cold['p99']:.2f} ms",
+         f"{numpy_base['p50']:.2f} / {numpy_base['p99']:.2f} ms (same layer, not preloaded)",
+         f"{numpy_cold['p50'] / numpy_base['p50']:.2f}x / {numpy_cold['p99'] / numpy_base['p99']:.2f}x"),
+        ("durable async enqueues, 64 concurrent producers", f"{enqueues:,.0f} calls/s",
+         f"{enqueues_base:,.0f} calls/s (SQLite insert + commit per call, WAL, synchronous=FULL)",
+         f"{enqueues / enqueues_base:.2f}x"),
     ]  # fmt: skip
     print("| figure | wuzhao | baseline (same run) | ratio |")
     print("|---|---|---|---|")

@@ -25,15 +25,20 @@ gets 404, as for everything it must not see).
 from __future__ import annotations
 
 import base64
+import contextlib
+import email.utils
+import hashlib
 import json
+import mimetypes
 import os
+import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -52,6 +57,13 @@ COLD_START_HEADER = "X-Wuzhao-Cold-Start"  # "true" | "false"
 DURATION_HEADER = "X-Wuzhao-Duration-Ms"  # float
 EXECUTED_VERSION_HEADER = "X-Wuzhao-Executed-Version"  # "$LATEST" or a version number
 NAMESPACE_HEADER = "X-Wuzhao-Namespace"  # the namespace an admin key acts in
+INVOCATION_TYPE_HEADER = "X-Wuzhao-Invocation-Type"  # "async": queue the call, answer 202 at once
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"  # a repeat within 24 h answers with the first call's id
+ORDERING_KEY_HEADER = "X-Wuzhao-Ordering-Key"  # calls with one key run one at a time, in order
+
+META_HEADER_PREFIX = "X-Wuzhao-Meta-"  # an object's user metadata, one header per name
+TRANSFER_CHUNK = 1024 * 1024  # bytes read from a file per chunk of an upload
+TRANSFER_READ_TIMEOUT = 600.0  # seconds an object's PUT or GET may wait for the server
 
 LOG_PAGE_DEFAULT = 100  # the server's default `limit`
 LOG_PAGE_MAX = 1000  # the server's largest `limit`
@@ -139,6 +151,18 @@ class Publication(_Written):
     """
 
 
+class BucketCreation(_Written):
+    """The bucket :meth:`Client.create_bucket` returned; :attr:`created` is False if it existed."""
+
+
+class TriggerPut(_Written):
+    """The trigger object :meth:`Client.put_trigger` returned; :attr:`created` is True for a new one."""
+
+
+# progress(bytes sent or received so far, the total or None when unknown), after every chunk
+Progress = Callable[[int, int | None], None]
+
+
 class Client:
     """A connection to one wuzhao server. Use it as a context manager, or call :meth:`close`.
 
@@ -166,6 +190,8 @@ class Client:
         self._data_dir = data_dir
         self._api_key: str | None = None
         self._invoke_timeout = httpx.Timeout(timeout, read=None)
+        # A PUT's answer waits for the server to fsync the whole object: give it time.
+        self._transfer_timeout = httpx.Timeout(timeout, read=max(timeout, TRANSFER_READ_TIMEOUT))
         self._http = httpx.Client(base_url=self.url, transport=transport, timeout=timeout)
 
     def __enter__(self) -> Client:
@@ -362,6 +388,112 @@ class Client:
         record: dict[str, Any] = self._request("GET", path).json()
         return record
 
+    # -- asynchronous invocations and dead letters -------------------------
+
+    def invoke_async(
+        self,
+        name: str,
+        event: Any = None,
+        *,
+        payload: bytes | None = None,
+        qualifier: str | int | None = None,
+        idempotency_key: str | None = None,
+        ordering_key: str | None = None,
+    ) -> str:
+        """Queue a call of ``name`` with ``event`` and return its invocation id at once.
+
+        The server answers once the call is durably queued; it runs later, retried
+        as the function's configuration says (follow it with :meth:`get_invocation`
+        or :meth:`wait_invocation`). ``event``/``payload`` and ``qualifier`` are as
+        for :meth:`invoke` (the qualifier is resolved at each attempt). A repeat
+        with the same ``idempotency_key`` within 24 hours queues nothing and
+        returns the first call's id. Calls with the same ``ordering_key`` run one
+        at a time, in the order they were queued.
+        """
+        if payload is not None and event is not None:
+            raise TypeError("pass event or payload, not both")
+        if payload is None:
+            payload = json.dumps({} if event is None else event).encode()
+        headers = {"Content-Type": "application/json", INVOCATION_TYPE_HEADER: "async"}
+        if idempotency_key is not None:
+            headers[IDEMPOTENCY_KEY_HEADER] = idempotency_key
+        if ordering_key is not None:
+            headers[ORDERING_KEY_HEADER] = ordering_key
+        response = self._request(
+            "POST",
+            f"{_function_path(name)}/invoke",
+            content=payload,
+            headers=headers,
+            params={"qualifier": str(qualifier)} if qualifier is not None else None,
+        )
+        invocation_id: str = response.json()["invocation_id"]
+        return invocation_id
+
+    def wait_invocation(
+        self, invocation_id: str, *, timeout: float = 60.0, poll_interval: float = 1.0
+    ) -> dict[str, Any]:
+        """Poll :meth:`get_invocation` until the call is done; return its record.
+
+        Done is ``succeeded`` or ``dead`` for an asynchronous call (``failed``
+        only means it waits for a retry), ``succeeded`` or ``failed`` for a
+        synchronous one. Polls quickly at first, then every ``poll_interval``
+        seconds at most; raises :class:`TimeoutError` after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        pause = min(0.05, poll_interval)
+        while True:
+            record = self.get_invocation(invocation_id)
+            if _is_done(record):
+                return record
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"invocation {invocation_id} is still {record.get('status')!r} after {timeout:g} s"
+                )
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, poll_interval)
+
+    def dead_letters(
+        self, name: str, *, limit: int | None = None, after: str | None = None
+    ) -> dict[str, Any]:
+        """One page of ``name``'s dead letters, oldest first: ``{"dead_letters": [...], "next": id | None}``.
+
+        Each is an asynchronous invocation record (status ``dead``) with its
+        attempts and last error. ``after`` is a ``next`` from the previous page.
+        """
+        params = {"limit": limit, "after": after}
+        page: dict[str, Any] = self._json(
+            "GET",
+            _path("functions", name, "dead-letters"),
+            params={key: str(value) for key, value in params.items() if value is not None},
+        )
+        return page
+
+    def iter_dead_letters(self, name: str, *, page_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every dead letter of ``name``, oldest first, fetched a page at a time."""
+        after: str | None = None
+        while True:
+            page = self.dead_letters(name, limit=page_size, after=after)
+            yield from page["dead_letters"]
+            after = page.get("next")
+            if not after:
+                return
+
+    def dead_letter(self, name: str, invocation_id: str) -> dict[str, Any]:
+        """One dead letter of ``name``; raises NotFound when there is none by that id."""
+        record: dict[str, Any] = self._json("GET", _path("functions", name, "dead-letters", invocation_id))
+        return record
+
+    def redrive(self, name: str, invocation_id: str) -> str:
+        """Queue a dead letter of ``name`` again, its retries counted from zero; returns its id."""
+        answer = self._json("POST", _path("functions", name, "dead-letters", invocation_id, "redrive"))
+        redriven: str = answer["invocation_id"]
+        return redriven
+
+    def delete_dead_letter(self, name: str, invocation_id: str) -> None:
+        """Forget a dead letter of ``name``; raises NotFound when there is none by that id."""
+        self._request("DELETE", _path("functions", name, "dead-letters", invocation_id))
+
     # -- logs --------------------------------------------------------------
 
     def logs(
@@ -469,6 +601,202 @@ class Client:
     def delete_secret(self, name: str) -> None:
         self._request("DELETE", _path("secrets", name))
 
+    # -- buckets and objects -----------------------------------------------
+
+    def create_bucket(self, bucket: str) -> BucketCreation:
+        """Create ``bucket`` in the namespace; one that exists already is returned (``created`` False)."""
+        response = self._request("PUT", _path("buckets", bucket))
+        return BucketCreation(response.json(), created=response.status_code == 201)
+
+    def list_buckets(self) -> list[dict[str, Any]]:
+        """The namespace's buckets, by name."""
+        buckets: list[dict[str, Any]] = self._json("GET", "/v1/buckets")["buckets"]
+        return buckets
+
+    def delete_bucket(self, bucket: str) -> None:
+        """Delete an empty bucket; raises Conflict while it holds an object."""
+        self._request("DELETE", _path("buckets", bucket))
+
+    def put_object(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes | str | os.PathLike[str] | BinaryIO,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Store ``data`` as object ``key`` of ``bucket``, replacing any; return its metadata.
+
+        ``data`` is the bytes, a file's path (``str`` or ``Path``), or a binary
+        file object read from where it stands; files are streamed, never read
+        whole. ``content_type`` defaults to a guess from the path's name, else
+        ``application/octet-stream``; ``metadata`` is kept with the object and
+        comes back from :meth:`head_object`. ``progress(sent, total)`` is
+        called as the body goes out (``total`` None when the size is unknown).
+        """
+        if isinstance(data, str | os.PathLike):
+            with open(data, "rb") as file:
+                guessed = content_type or mimetypes.guess_type(os.fspath(data))[0]
+                return self.put_object(
+                    bucket, key, file, content_type=guessed, metadata=metadata, progress=progress
+                )
+        headers = {"Content-Type": content_type or "application/octet-stream"}
+        headers.update({f"{META_HEADER_PREFIX}{name}": value for name, value in (metadata or {}).items()})
+        size = len(data) if isinstance(data, bytes) else _remaining(data)
+        if size is not None:
+            headers["Content-Length"] = str(size)  # the server refuses an object over its cap at once
+        chunks = [data] if isinstance(data, bytes) else _read_chunks(data)
+        response = self._request(
+            "PUT",
+            _object_path(bucket, key),
+            content=_reported(chunks, size, progress),
+            headers=headers,
+            timeout=self._transfer_timeout,
+        )
+        stored: dict[str, Any] = response.json()
+        return stored
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        """The whole object, in memory: for small objects (see :meth:`download_object`)."""
+        return self._request("GET", _object_path(bucket, key), timeout=self._transfer_timeout).content
+
+    def download_object(
+        self,
+        bucket: str,
+        key: str,
+        destination: str | os.PathLike[str] | BinaryIO,
+        *,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Stream object ``key`` into ``destination`` (a path or a binary file object); its metadata.
+
+        The bytes are checked against the object's SHA-256 (its ETag) as they
+        arrive. A path is written through a temporary file next to it and
+        renamed into place only when complete and checked, so a failed download
+        leaves no partial file; a file object gets the bytes as they come.
+        """
+        if not isinstance(destination, str | os.PathLike):
+            return self._download(bucket, key, destination, progress)
+        target = Path(destination)
+        fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                info = self._download(bucket, key, file, progress)
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+            raise
+        return info
+
+    def head_object(self, bucket: str, key: str) -> dict[str, Any]:
+        """An object's metadata, from the headers of a HEAD: no byte of it is sent."""
+        response = self._send("HEAD", _object_path(bucket, key))
+        if response.is_error:  # a HEAD answer has no body: rebuild the error from the status
+            raise errors.error_from_body(response.status_code, _status_error(response, bucket, key))
+        return _object_info(bucket, key, response)
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        """Delete object ``key``; raises NotFound when there is none."""
+        self._request("DELETE", _object_path(bucket, key))
+
+    def list_objects(
+        self, bucket: str, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """One page of objects in key order: ``{"objects": [...], "next": key | None}``.
+
+        Pass ``next`` as ``after`` for the next page (see :meth:`iter_objects`).
+        """
+        params = {"prefix": prefix, "after": after, "limit": limit}
+        page: dict[str, Any] = self._json(
+            "GET",
+            _path("buckets", bucket, "objects"),
+            params={name: str(value) for name, value in params.items() if value is not None},
+        )
+        return page
+
+    def iter_objects(self, bucket: str, *, prefix: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every object of ``bucket`` (under ``prefix``), in key order, a page at a time."""
+        after: str | None = None
+        while True:
+            page = self.list_objects(bucket, prefix=prefix, after=after)
+            yield from page["objects"]
+            after = page["next"]
+            if after is None:
+                return
+
+    def _download(self, bucket: str, key: str, file: BinaryIO, progress: Progress | None) -> dict[str, Any]:
+        headers = self._headers({}, authenticated=True)
+        path = _object_path(bucket, key)
+        with self._http.stream("GET", path, headers=headers, timeout=self._transfer_timeout) as response:
+            if response.is_error:
+                response.read()
+                raise _error_from(response)
+            info = _object_info(bucket, key, response)
+            digest = hashlib.sha256()
+            received = 0
+            for chunk in response.iter_bytes():
+                digest.update(chunk)
+                file.write(chunk)
+                received += len(chunk)
+                if progress is not None:
+                    progress(received, info["size"])
+        if digest.hexdigest() != info["etag"]:
+            raise errors.WuzhaoError(
+                f"object {key!r} of {bucket!r} arrived damaged: its SHA-256 is not its ETag {info['etag']}"
+            )
+        return info
+
+    # -- triggers ----------------------------------------------------------
+
+    def put_trigger(
+        self,
+        name: str,
+        *,
+        function: str,
+        type: str,
+        qualifier: str | int | None = None,
+        **settings: Any,
+    ) -> TriggerPut:
+        """Create or replace trigger ``name``: ``function`` (at ``qualifier``) runs on its events.
+
+        ``type="http"`` takes ``path`` (``/users/{id}``, ``/files/{proxy+}``), ``methods``
+        (default ``["ANY"]``) and ``auth`` (``"key"``, the default, or ``"none"``); the answer's
+        ``url_path`` is where it answers (see :meth:`trigger_url`). ``type="cron"`` takes
+        ``schedule`` (``"rate(5 minutes)"`` or a cron expression), ``timezone`` and
+        ``missed_ticks`` (``"skip"`` or ``"catch_up_one"``). Settings left out take their
+        defaults: a put states the whole trigger.
+        """
+        body: dict[str, Any] = {"type": type, "function": function, **settings}
+        if qualifier is not None:
+            body["qualifier"] = str(qualifier)
+        response = self._request("PUT", _path("triggers", name), json=body)
+        return TriggerPut(response.json(), created=response.status_code == 201)
+
+    def list_triggers(self, function: str | None = None) -> list[dict[str, Any]]:
+        """The triggers of the namespace, or of one ``function``."""
+        params = {"function": function} if function is not None else None
+        triggers: list[dict[str, Any]] = self._json("GET", "/v1/triggers", params=params)["triggers"]
+        return triggers
+
+    def get_trigger(self, name: str) -> dict[str, Any]:
+        trigger: dict[str, Any] = self._json("GET", _path("triggers", name))
+        return trigger
+
+    def delete_trigger(self, name: str) -> None:
+        self._request("DELETE", _path("triggers", name))
+
+    def trigger_url(self, trigger: Mapping[str, Any], **parameters: str) -> str:
+        """The address of an HTTP trigger (an object from :meth:`put_trigger` or :meth:`get_trigger`),
+        its path parameters filled from ``parameters`` (``id="42"``), each quoted as a segment."""
+        path = str(trigger["url_path"])
+        for key, value in parameters.items():
+            path = path.replace("{" + key + "+}", quote(value, safe="/"))
+            path = path.replace("{" + key + "}", quote(value, safe=""))
+        return self.url + path
+
     # -- namespaces and keys (admin keys only) -----------------------------
 
     def create_namespace(
@@ -564,12 +892,15 @@ class Client:
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
+        return self._http.request(method, path, headers=self._headers(headers, authenticated), **kwargs)
+
+    def _headers(self, headers: dict[str, str] | None, authenticated: bool) -> dict[str, str]:
         headers = dict(headers or {})
         if authenticated:
             headers["Authorization"] = f"Bearer {self._key()}"
             if self.namespace:
                 headers[NAMESPACE_HEADER] = self.namespace
-        return self._http.request(method, path, headers=headers, **kwargs)
+        return headers
 
     def _key(self) -> str:
         if self._api_key is None:
@@ -586,8 +917,77 @@ def _function_path(name: str) -> str:
     return _path("functions", name)
 
 
+def _is_done(record: Mapping[str, Any]) -> bool:
+    # An async call that failed waits for its retry; a synchronous one that failed is over.
+    finished = ("succeeded", "dead") if record.get("async") else ("succeeded", "failed")
+    return record.get("status") in finished
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def _object_path(bucket: str, key: str) -> str:
+    return _path("buckets", bucket, "objects", key)  # every '/' of the key sent as %2F
+
+
+def _remaining(file: BinaryIO) -> int | None:
+    """Bytes left in ``file`` from where it stands, or None when it cannot tell (a pipe)."""
+    try:
+        if not file.seekable():
+            return None
+        here = file.tell()
+        end = file.seek(0, os.SEEK_END)
+        file.seek(here)
+    except (OSError, ValueError):
+        return None
+    return end - here
+
+
+def _read_chunks(file: BinaryIO) -> Iterator[bytes]:
+    while chunk := file.read(TRANSFER_CHUNK):
+        yield chunk
+
+
+def _reported(chunks: Iterable[bytes], total: int | None, progress: Progress | None) -> Iterator[bytes]:
+    sent = 0
+    for chunk in chunks:
+        yield chunk
+        sent += len(chunk)
+        if progress is not None:
+            progress(sent, total)
+
+
+def _object_info(bucket: str, key: str, response: httpx.Response) -> dict[str, Any]:
+    """An object's metadata from the headers of its GET or HEAD answer."""
+    headers = response.headers
+    modified = headers.get("last-modified")
+    return {
+        "bucket": bucket,
+        "key": key,
+        "size": int(headers.get("content-length", 0)),
+        "etag": headers.get("etag", "").strip('"'),
+        "content_type": headers.get("content-type", ""),
+        "modified_at": _iso_from_http_date(modified) if modified else None,
+        "metadata": {
+            name.removeprefix(META_HEADER_PREFIX.lower()): value
+            for name, value in headers.items()
+            if name.lower().startswith(META_HEADER_PREFIX.lower())
+        },
+    }
+
+
+def _iso_from_http_date(value: str) -> str:
+    moment = email.utils.parsedate_to_datetime(value).astimezone(UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _status_error(response: httpx.Response, bucket: str, key: str) -> dict[str, Any]:
+    """The error body a HEAD answer cannot carry, from its status alone."""
+    status = response.status_code
+    code = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound"}.get(status)
+    message = f"HEAD of {key!r} in bucket {bucket!r}: HTTP {status}"
+    return {"error": {"code": code or "InternalError", "message": message}}
 
 
 def _error_from(response: httpx.Response) -> errors.WuzhaoError:

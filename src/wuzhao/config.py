@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wuzhao.domain.schedules import MISSED_TICKS
 from wuzhao.errors import BadRequest
 from wuzhao.sandbox.api import LayerMount
 
 _LAYER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
 def _setting(default: Any, env: str, doc: str) -> Any:
@@ -60,6 +62,35 @@ class Settings:
     shutdown_grace_s: float = _setting(
         30.0, "WUZHAO_SHUTDOWN_GRACE", "On SIGTERM, how long in-flight calls may run before they are killed."
     )
+    async_concurrency: int = _setting(
+        64,
+        "WUZHAO_ASYNC_CONCURRENCY",
+        "Asynchronous calls this node runs at once, all functions together; the rest wait in the queue.",
+    )
+    retry_budget: float = _setting(
+        0.2,
+        "WUZHAO_RETRY_BUDGET",
+        "Share of a function's max_concurrency its asynchronous retries may use at once (at least one "
+        "instance), so a failing function's retries do not grow its footprint; its backlog waits.",
+    )
+    async_retention_s: float = _setting(
+        86400.0,
+        "WUZHAO_ASYNC_RETENTION",
+        "Seconds a succeeded asynchronous call stays readable (GET /v1/invocations/{id}) and its "
+        "Idempotency-Key remembered; under 86400 shortens the key's 24 h promise. Dead calls stay until "
+        "redriven or deleted.",
+    )
+    cron_missed_ticks: str = _setting(
+        "skip",
+        "WUZHAO_CRON_MISSED_TICKS",
+        "What a cron trigger does about ticks missed while the server was down (unless the trigger says): "
+        "`skip` them, or `catch_up_one` (one call, for the most recent missed tick).",
+    )
+    cron_grace_s: float = _setting(
+        10.0,
+        "WUZHAO_CRON_GRACE",
+        "Seconds a cron tick may be late and still fire as usual; a tick later than this was missed.",
+    )
     max_code_bytes: int = _setting(
         50 * 1024 * 1024, "WUZHAO_MAX_CODE_BYTES", "Largest accepted code zip (compressed)."
     )
@@ -74,6 +105,11 @@ class Settings:
     )
     log_bytes_per_call: int = _setting(
         1024 * 1024, "WUZHAO_LOG_BYTES_PER_CALL", "Output kept per call; the rest is cut with a marker."
+    )
+    max_object_bytes: int = _setting(
+        5 * 1024**3,
+        "WUZHAO_MAX_OBJECT_BYTES",
+        "Largest object a PUT may store (streamed to disk, never held in memory); larger gets 413.",
     )
     uid_base: int = _setting(
         200000, "WUZHAO_UID_BASE", "First host uid given to sandboxed instances (one uid each)."
@@ -103,6 +139,15 @@ class Settings:
         "Each is imaged at server start (again only if it changed): an upgrade reaches instances started "
         "after the next restart. A missing directory stops the server.",
     )
+    runtime_preload: str = _setting(
+        "",
+        "WUZHAO_RUNTIME_PRELOAD",
+        "Comma-separated modules (e.g. `numpy,h5py`) a second zygote imports from the runtime layers "
+        "before the server serves; an instance whose handler's file imports one is forked from it, so "
+        "its cold start is a fork, not an import. Runs the operator's code as root: list only modules "
+        "of layers trusted like the server. BLAS and OpenMP libraries get one thread. A module that "
+        "cannot be imported stops the server.",
+    )
     insecure_no_sandbox: bool = _setting(
         False, "WUZHAO_INSECURE_NO_SANDBOX", "Development only: run functions without namespaces."
     )
@@ -110,6 +155,21 @@ class Settings:
     def __post_init__(self) -> None:
         self.allowed_networks()  # a bad entry stops the server at start
         self.runtime_layer_mounts()
+        if self.async_concurrency < 1:
+            raise BadRequest("WUZHAO_ASYNC_CONCURRENCY must be at least 1", field="WUZHAO_ASYNC_CONCURRENCY")
+        if not 0 < self.retry_budget <= 1:
+            raise BadRequest(
+                "WUZHAO_RETRY_BUDGET must be a share above 0 and at most 1, e.g. 0.2",
+                field="WUZHAO_RETRY_BUDGET",
+            )
+        self.runtime_preload_modules()
+        if self.cron_missed_ticks not in MISSED_TICKS:
+            raise BadRequest(
+                f"WUZHAO_CRON_MISSED_TICKS must be one of {', '.join(MISSED_TICKS)}",
+                field="WUZHAO_CRON_MISSED_TICKS",
+            )
+        if self.cron_grace_s < 0:
+            raise BadRequest("WUZHAO_CRON_GRACE must be 0 or more seconds", field="WUZHAO_CRON_GRACE")
 
     def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """``network_allow`` parsed; BadRequest naming the variable and the entry."""
@@ -148,6 +208,22 @@ class Settings:
                 )
             mounts.append(LayerMount(name=name, directory=path))
         return tuple(mounts)
+
+    def runtime_preload_modules(self) -> tuple[str, ...]:
+        """``runtime_preload`` parsed: dotted module names, in order; BadRequest naming the entry."""
+        modules: list[str] = []
+        for item in filter(None, (part.strip() for part in self.runtime_preload.split(","))):
+            if not _MODULE_NAME.match(item):
+                raise BadRequest(
+                    f"WUZHAO_RUNTIME_PRELOAD: {item!r} is not a module name (like numpy or numpy.linalg)",
+                    field="WUZHAO_RUNTIME_PRELOAD",
+                )
+            if item in modules:
+                raise BadRequest(
+                    f"WUZHAO_RUNTIME_PRELOAD: {item!r} appears twice", field="WUZHAO_RUNTIME_PRELOAD"
+                )
+            modules.append(item)
+        return tuple(modules)
 
     @classmethod
     def load(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:

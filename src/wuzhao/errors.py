@@ -16,16 +16,19 @@ the body back to the same class, so a caller can ``except NotFound``.
     ├── Conflict                     (409 Conflict)
     │   └── LeaseLost                (409 LeaseLost: an async call's lease expired before its ack)
     ├── PayloadTooLarge              (413 PayloadTooLarge)
+    ├── RangeNotSatisfiable          (416 RangeNotSatisfiable: a Range outside the object)
     ├── Throttled                    (429 Throttled)
     ├── QuotaExceeded                (429 QuotaExceeded: the namespace's quota is used up)
     ├── ServiceUnavailable           (503 ServiceUnavailable: shutting down)
+    ├── ObjectEventFailed            (500 ObjectEventFailed: the object changed; its event hook failed)
     └── InvocationError              an invocation failed; carries X-Wuzhao-Function-Error
         ├── FunctionError            (500: the handler raised)
         ├── InitError                (500: the handler could not be imported)
         ├── OutOfMemory              (500: the instance went over its memory)
         ├── RuntimeExited            (500: the runtime died or broke the protocol)
         ├── ResponseTooLarge         (413: the handler's result is over the size cap)
-        └── Timeout                  (504: the call ran past timeout_s)
+        ├── Timeout                  (504: the call ran past timeout_s)
+        └── LeaseExpired             (500: an async attempt never answered: its worker died or hung)
     SandboxUnavailable               not an API error: the host cannot make sandboxes
 """
 
@@ -102,6 +105,11 @@ class PayloadTooLarge(WuzhaoError):
     code = "PayloadTooLarge"
 
 
+class RangeNotSatisfiable(WuzhaoError):
+    status = 416
+    code = "RangeNotSatisfiable"
+
+
 class Throttled(WuzhaoError):
     status = 429
     code = "Throttled"
@@ -115,6 +123,12 @@ class QuotaExceeded(WuzhaoError):
 class ServiceUnavailable(WuzhaoError):
     status = 503
     code = "ServiceUnavailable"
+
+
+class ObjectEventFailed(WuzhaoError):
+    """An object was written or deleted (that stands), but the hook told of it failed."""
+
+    code = "ObjectEventFailed"
 
 
 class InvocationError(WuzhaoError):
@@ -145,6 +159,13 @@ class ResponseTooLarge(InvocationError):
 class Timeout(InvocationError):
     status = 504
     code = "Timeout"
+
+
+class LeaseExpired(InvocationError):
+    """An asynchronous call's attempt ended without an ack: the process running it died (a kill,
+    a crash of the server) or hung past its lease. Only ever recorded as an attempt's outcome."""
+
+    code = "LeaseExpired"
 
 
 class SandboxUnavailable(Exception):

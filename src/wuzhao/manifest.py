@@ -1,4 +1,4 @@
-"""The project manifest, ``wuzhao.yaml``: several functions described in one file.
+"""The project manifest, ``wuzhao.yaml``: several functions, and their triggers, in one file.
 
 The format is documented in ``docs/manifest.md``; keep the two in step.
 
@@ -17,7 +17,9 @@ out keeps its current value (the server's default on create).
 :func:`deploy` compares each function with the server's current configuration
 and with the SHA-256 of its deterministic zip (:func:`wuzhao.packaging.zip_directory`,
 the same hash the server keeps), and sends only functions that differ, so
-deploying the same files twice sends nothing the second time.
+deploying the same files twice sends nothing the second time. Triggers follow
+the functions, each compared with the server's and put whole when it differs
+(the trigger rules of ``domain/triggers.py`` check them while reading).
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
+import msgspec
 import yaml
 
 from wuzhao import errors
+from wuzhao.domain import triggers as trigger_rules
 from wuzhao.domain.functions import (
     ENV_NAME_PATTERN,
     HANDLER_PATTERN,
@@ -47,6 +51,8 @@ from wuzhao.domain.functions import (
     TimeoutS,
     handler_module_files,
 )
+from wuzhao.domain.schedules import MISSED_TICKS
+from wuzhao.domain.triggers import TriggerSpec
 from wuzhao.packaging import zip_directory
 
 if TYPE_CHECKING:
@@ -55,7 +61,15 @@ if TYPE_CHECKING:
 MANIFEST_FILE = "wuzhao.yaml"
 # Top-level keys a later version of the format will use. Today they are an
 # error like any unknown key, with a message that says why.
-RESERVED_KEYS = {"triggers": "is not supported by this version of wuzhao yet (event triggers come later)"}
+RESERVED_KEYS: dict[str, str] = {}
+TOP_LEVEL_KEYS = ("functions", "triggers")
+# The settings of a trigger, by type, in the order changes are reported.
+TRIGGER_KEYS = {
+    "http": ("type", "function", "qualifier", "path", "methods", "auth"),
+    "cron": ("type", "function", "qualifier", "schedule", "timezone", "missed_ticks"),
+}
+TRIGGER_REQUIRED = {"http": "path", "cron": "schedule"}
+UNDELIVERED_TYPES = ("object", "topic")
 FUNCTION_KEYS = (
     "code",
     "runtime",
@@ -138,9 +152,30 @@ class FunctionSpec:
 
 
 @dataclass(frozen=True)
+class TriggerEntry:
+    """One trigger of a manifest: its name and its whole wanted spec (checked)."""
+
+    name: str
+    spec: TriggerSpec
+    file: str = MANIFEST_FILE
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def settings(self) -> dict[str, Any]:
+        """What a deploy sends and compares: every setting of its type, defaults included."""
+        values = msgspec.to_builtins(self.spec)
+        return {key: values[key] for key in TRIGGER_KEYS[values["type"]]}
+
+    def problem(self, field: str | None, message: str) -> Problem:
+        path = f"triggers.{self.name}" + (f".{field}" if field else "")
+        line = self.lines.get(path) or self.lines.get(f"triggers.{self.name}")
+        return Problem(self.file, line, path, message)
+
+
+@dataclass(frozen=True)
 class Manifest:
     file: str  # as the user named it, for messages
     functions: tuple[FunctionSpec, ...]
+    triggers: tuple[TriggerEntry, ...] = ()
 
 
 def load(path: str | os.PathLike[str] = MANIFEST_FILE) -> Manifest:
@@ -169,7 +204,7 @@ def parse(text: str, *, file: str = MANIFEST_FILE, base_dir: Path = Path(".")) -
     functions = reader.document(root)
     if reader.problems:
         raise ManifestError(sorted(reader.problems, key=lambda p: p.line or 0))
-    return Manifest(file, tuple(functions))
+    return Manifest(file, tuple(functions), tuple(reader.triggers))
 
 
 class Change(enum.StrEnum):
@@ -184,6 +219,8 @@ class Outcome:
     change: Change
     fields: tuple[str, ...]  # what differed (UPDATED), in SETTINGS order, "code" last
     function: Mapping[str, Any] | None  # the server's function object; None for a dry-run create
+    kind: str = "function"  # or "trigger"
+    trigger: Mapping[str, Any] | None = None  # a trigger's server object; None for a dry-run create
 
 
 def differences(spec: FunctionSpec, current: Mapping[str, Any], code_sha256: str) -> tuple[str, ...]:
@@ -194,13 +231,19 @@ def differences(spec: FunctionSpec, current: Mapping[str, Any], code_sha256: str
     return tuple(changed)
 
 
+def trigger_differences(entry: TriggerEntry, current: Mapping[str, Any]) -> tuple[str, ...]:
+    """The settings of ``entry`` that ``current`` (a trigger object) does not have."""
+    return tuple(key for key, value in entry.settings().items() if current.get(key) != value)
+
+
 def deploy(client: Client, manifest: Manifest, *, dry_run: bool = False) -> Iterator[Outcome]:
-    """Deploy every function of ``manifest`` that differs from the server; yield each outcome.
+    """Deploy every function, then every trigger, of ``manifest`` that differs from the server;
+    yield each outcome.
 
     Every directory is zipped before anything is sent, so an unreadable file
-    stops the deploy before it starts. A function the server refuses raises
-    :class:`ManifestError` naming that function (and its field's line, when
-    the server names a field); functions before it stay deployed.
+    stops the deploy before it starts. A function or trigger the server refuses
+    raises :class:`ManifestError` naming it (and its field's line, when the
+    server names a field); those before it stay deployed.
     """
     packages = {spec.name: _package(spec) for spec in manifest.functions}
     current = {function["name"]: function for function in client.list_functions()}
@@ -225,6 +268,26 @@ def deploy(client: Client, manifest: Manifest, *, dry_run: bool = False) -> Iter
         except errors.WuzhaoError as error:
             raise ManifestError([spec.problem(error.field, f"{error.code}: {error.message}")]) from error
         yield Outcome(spec.name, change, fields, function)
+    if manifest.triggers:
+        yield from _deploy_triggers(client, manifest.triggers, dry_run=dry_run)
+
+
+def _deploy_triggers(
+    client: Client, entries: tuple[TriggerEntry, ...], *, dry_run: bool
+) -> Iterator[Outcome]:
+    current = {trigger["name"]: trigger for trigger in client.list_triggers()}
+    for entry in entries:
+        existing = current.get(entry.name)
+        fields = trigger_differences(entry, existing) if existing is not None else ()
+        change = Change.CREATED if existing is None else Change.UPDATED if fields else Change.UNCHANGED
+        if change is Change.UNCHANGED or dry_run:
+            yield Outcome(entry.name, change, fields, None, kind="trigger", trigger=existing)
+            continue
+        try:
+            trigger = client.put_trigger(entry.name, **entry.settings())
+        except errors.WuzhaoError as error:
+            raise ManifestError([entry.problem(error.field, f"{error.code}: {error.message}")]) from error
+        yield Outcome(entry.name, change, fields, None, kind="trigger", trigger=trigger)
 
 
 def _package(spec: FunctionSpec) -> bytes:
@@ -255,6 +318,7 @@ class _Reader:
         self.base_dir = base_dir
         self.problems: list[Problem] = []
         self.lines: dict[str, int] = {}
+        self.triggers: list[TriggerEntry] = []
         self._loader = yaml.SafeLoader("")  # builds a scalar's value from its resolved tag
         self._fields: dict[str, Callable[[yaml.Node, str], Any]] = {
             "code": self.string,
@@ -269,6 +333,16 @@ class _Reader:
             "max_concurrency": lambda node, path: self.integer(node, path, *_bounds(MaxConcurrency)),
             "min_instances": lambda node, path: self.integer(node, path, *_bounds(MinInstances)),
             "idle_timeout_s": lambda node, path: self.integer(node, path, *_bounds(IdleTimeoutS)),
+        }
+        self._trigger_fields: dict[str, Callable[[yaml.Node, str], Any]] = {
+            "function": self.function_name,
+            "qualifier": lambda node, path: self.text(node),  # as written: 3 is "3"
+            "path": self.string,
+            "methods": self.methods,
+            "auth": lambda node, path: self.choice(node, path, ("key", "none")),
+            "schedule": self.string,
+            "timezone": self.string,
+            "missed_ticks": lambda node, path: self.choice(node, path, MISSED_TICKS),
         }
 
     def report(self, node: yaml.Node, path: str, message: str) -> None:
@@ -291,10 +365,12 @@ class _Reader:
             if key == "functions":
                 found = True
                 specs = self.functions(key_node, value)
+            elif key == "triggers":
+                self.trigger_section(key_node, value)
             elif key in RESERVED_KEYS:
                 self.report(key_node, key, f"{RESERVED_KEYS[key]}; remove it for now")
             else:
-                self.report(key_node, key, "unknown top-level key; the only one known is functions")
+                self.report(key_node, key, f"unknown top-level key; known: {', '.join(TOP_LEVEL_KEYS)}")
         if not found:
             self.report(root, "functions", "is missing: name the functions to deploy under functions:")
         return specs
@@ -365,6 +441,82 @@ class _Reader:
             )
             return None
         return code_dir
+
+    def trigger_section(self, key_node: yaml.Node, node: yaml.Node) -> None:
+        entries = self.entries(node, "triggers", at=key_node, what="a mapping of trigger names to settings")
+        for name, name_node, value in entries or []:
+            entry = self.trigger(name, name_node, value)
+            if entry is not None:
+                self.triggers.append(entry)
+
+    def trigger(self, name: str, key_node: yaml.Node, node: yaml.Node) -> TriggerEntry | None:
+        path = f"triggers.{name}"
+        before = len(self.problems)
+        if not _NAME_RE.match(name):
+            self.report(
+                key_node, path, "is not a valid trigger name: use 1-64 characters of a-z, 0-9, '-' and '_'"
+            )
+        entries = self.entries(node, path, at=key_node, what="a mapping of settings (function:, type:, ...)")
+        if entries is None:
+            return None
+        given = {key: (setting_node, value) for key, setting_node, value in entries}
+        kind = self.text(given["type"][1]) if "type" in given else None
+        if kind is None:
+            self.report(key_node, f"{path}.type", f"is missing: one of {', '.join(TRIGGER_KEYS)}")
+            return None
+        if kind not in TRIGGER_KEYS:
+            why = "is not delivered by this version yet" if kind in UNDELIVERED_TYPES else "is unknown"
+            self.report(given["type"][1], f"{path}.type", f"{kind!r} {why}; types: {', '.join(TRIGGER_KEYS)}")
+            return None
+        values: dict[str, Any] = {"type": kind}
+        for key, (setting_node, value) in given.items():
+            if key == "type":
+                continue
+            if key not in TRIGGER_KEYS[kind]:
+                known = ", ".join(TRIGGER_KEYS[kind])
+                self.report(
+                    setting_node, _join(path, key), f"unknown setting of {kind} triggers; known: {known}"
+                )
+                continue
+            values[key] = self._trigger_fields[key](value, _join(path, key))
+        for required in ("function", TRIGGER_REQUIRED[kind]):
+            if required not in given:
+                self.report(key_node, f"{path}.{required}", "is missing")
+        if len(self.problems) > before:
+            return None
+        try:  # what only the trigger rules can say (a bad path or schedule), at its field's line
+            spec = trigger_rules.check_trigger(name, msgspec.convert(values, type=TriggerSpec))
+        except (errors.BadRequest, msgspec.ValidationError) as error:
+            field = getattr(error, "field", None)
+            where = f"{path}.{field}" if field else path
+            self.problems.append(
+                Problem(self.file, self.lines.get(where, self.lines.get(path)), where, str(error))
+            )
+            return None
+        lines = {key: line for key, line in self.lines.items() if key == path or key.startswith(f"{path}.")}
+        return TriggerEntry(name, spec, self.file, lines)
+
+    def function_name(self, node: yaml.Node, path: str) -> str | None:
+        value = self.string(node, path)
+        if value is not None and not _NAME_RE.match(value):
+            self.report(node, path, f"{value!r} is not a function name")
+            return None
+        return value
+
+    def choice(self, node: yaml.Node, path: str, choices: tuple[str, ...]) -> str | None:
+        value = self.text(node)
+        if value not in choices:
+            self.report(node, path, f"must be one of: {', '.join(choices)}")
+            return None
+        return value
+
+    def methods(self, node: yaml.Node, path: str) -> list[str] | None:
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        found = [self.text(item) for item in items]
+        if not found or any(method is None for method in found):
+            self.report(node, path, "must be a method (GET), ANY, or a list of methods")
+            return None
+        return [str(method) for method in found]
 
     def entries(
         self,

@@ -1,9 +1,11 @@
 """The composition root: builds every part of one node and runs their lifecycle.
 
 Order matters: the store opens before anything reads it, the sandbox launcher
-starts before the worker can launch, and on the way down in-flight calls have
-already drained (the HTTP server waits for them) before instances are killed,
-then the records of the last calls are flushed before the store closes.
+starts before the worker can launch, the queue of asynchronous calls opens
+before the dispatcher leases from it; on the way down in-flight calls have
+already drained (the HTTP server waits for them), the dispatcher lets its
+attempts finish (or gives their calls back) before instances are killed, then
+the records of the last calls are flushed before the store and the queue close.
 """
 
 from __future__ import annotations
@@ -17,16 +19,23 @@ from wuzhao.control.functions import FunctionRegistry
 from wuzhao.control.keys import KeyRing
 from wuzhao.control.layers import Layers, check_not_reserved
 from wuzhao.control.namespaces import Namespaces
+from wuzhao.control.objects import Objects
 from wuzhao.control.packages import CodePackages
 from wuzhao.control.secrets import Secrets, load_or_create_key
+from wuzhao.control.triggers import Triggers
 from wuzhao.control.versions import Versions
 from wuzhao.domain.functions import FunctionConfig
+from wuzhao.objects.local import LocalObjectStore
 from wuzhao.observe.metrics import Metrics
 from wuzhao.observe.recorder import Recorder
+from wuzhao.queue.api import AsyncQueue
+from wuzhao.queue.sqlite import SqliteQueue
 from wuzhao.sandbox.api import Launcher
 from wuzhao.store.api import Store
 from wuzhao.store.sqlite import SqliteStore
+from wuzhao.worker.dispatcher import Dispatcher
 from wuzhao.worker.factory import InstanceFactory
+from wuzhao.worker.scheduler import Scheduler
 from wuzhao.worker.worker import Worker
 
 log = logging.getLogger("wuzhao")
@@ -42,10 +51,15 @@ class Platform:
     versions: Versions
     layers: Layers
     secrets: Secrets
+    objects: Objects
     recorder: Recorder
     metrics: Metrics
     launcher: Launcher
     worker: Worker
+    queue: AsyncQueue
+    dispatcher: Dispatcher
+    triggers: Triggers
+    scheduler: Scheduler
 
     @classmethod
     def build(cls, settings: Settings, launcher: Launcher | None = None) -> Platform:
@@ -56,7 +70,8 @@ class Platform:
             data, max_bytes=settings.max_code_bytes, max_unpacked_bytes=settings.max_unpacked_code_bytes
         )
         data.mkdir(parents=True, exist_ok=True)
-        namespaces = Namespaces(store)
+        objects = Objects(LocalObjectStore(data / "objects"), max_object_bytes=settings.max_object_bytes)
+        namespaces = Namespaces(store, holdings=objects.holdings)  # no namespace deleted with its buckets
 
         # Layers and secrets ask who uses them before a delete; `versions` is made below.
         layers = Layers(
@@ -99,6 +114,11 @@ class Platform:
             metrics=metrics,
         )
         metrics.watch_instances(worker.all_instance_counts)
+        queue = SqliteQueue(data / "queue.db")
+        dispatcher = Dispatcher(queue, worker, settings, resolve=versions.resolve, metrics=metrics)
+        metrics.watch_queue(lambda: dispatcher.depth, dispatcher.running)
+        triggers = Triggers(store, registry, versions)
+        scheduler = Scheduler(triggers, queue, settings, resolve=versions.resolve, wake=dispatcher.wake)
         registry.on_change(worker.function_changed)
         return cls(
             settings=settings,
@@ -109,16 +129,22 @@ class Platform:
             versions=versions,
             layers=layers,
             secrets=secrets,
+            objects=objects,
             recorder=recorder,
             metrics=metrics,
             launcher=launcher,
             worker=worker,
+            queue=queue,
+            dispatcher=dispatcher,
+            triggers=triggers,
+            scheduler=scheduler,
         )
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings.data_dir.chmod(0o700)
         await self.store.open()
+        await self.objects.open()  # sweeps what a crash left of unfinished writes
         key_file, created = await self.keys.ensure_admin_key(self.settings.data_dir)
         if created:
             log.warning("created the admin API key; it is in %s (mode 0600)", key_file)
@@ -127,14 +153,29 @@ class Platform:
         await self.namespaces.load()
         await self.registry.load()
         await self.versions.load()
-        await self.launcher.start()
+        await self.triggers.load()
+        try:
+            await self.launcher.start()
+        except BaseException:
+            # The node will not serve (no zygote: a module to preload that cannot be imported...):
+            # close what is open, or the store's thread keeps the process from ever exiting.
+            await self.objects.close()
+            await self.store.close()
+            raise
         self.recorder.start()
         self.worker.start()
+        await self.queue.open()  # gives back the calls a crashed process held
+        self.dispatcher.start()
+        self.scheduler.start()  # after the dispatcher: what it enqueues runs at once
 
     async def stop(self) -> None:
+        await self.scheduler.stop()
+        await self.dispatcher.stop(self.settings.shutdown_grace_s)
         await self.worker.close()
         await self.launcher.close()
         await self.recorder.close()
+        await self.objects.close()
+        await self.queue.close()
         await self.store.close()
 
 
@@ -150,6 +191,7 @@ def default_launcher(settings: Settings) -> Launcher:
         isolate=not settings.insecure_no_sandbox,
         network_allow=settings.allowed_networks(),
         runtime_layers=settings.runtime_layer_mounts(),
+        preload=settings.runtime_preload_modules(),
     )
 
 

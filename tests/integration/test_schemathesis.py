@@ -9,9 +9,9 @@ the document is only known once the server runs. A subprocess also keeps its
 warnings out of this suite, where warnings are errors.
 
 Before the run the test creates one of everything (a function with a version, an
-alias and an invocation, a layer, a secret, a namespace, a key), and the config
-file has schemathesis use those names in most generated paths: random names
-alone only ever reach the 404 of each route.
+alias, an invocation and a dead letter, a layer, a secret, a namespace, a key, a bucket with an
+object, a trigger), and the config file has schemathesis use those names in most generated paths: random
+names alone only ever reach the 404 of each route.
 
 The checks: no 5xx, and the answers (statuses, content types, headers, bodies)
 match the document; invalid requests are refused; an undeclared method gets 405
@@ -76,6 +76,7 @@ SEEDED = [
             "path.name": "function",
             "path.version": "version",
             "path.alias": "alias",
+            "path.id": "dead_letter",
             "query.qualifier": "qualifier",
         },
     ),
@@ -85,6 +86,8 @@ SEEDED = [
     ({"include-path-regex": r"^/v1/namespaces/\{name\}"}, {"path.name": "namespace"}),
     ({"include-path": "/v1/invocations/{id}"}, {"path.id": "invocation"}),
     ({"include-path": "/v1/keys/{key_id}"}, {"path.key_id": "key"}),
+    ({"include-path-regex": r"^/v1/buckets/\{bucket\}"}, {"path.bucket": "bucket", "path.key": "object"}),
+    ({"include-path-regex": r"^/v1/triggers/\{name\}"}, {"path.name": "trigger"}),
 ]
 
 
@@ -105,6 +108,10 @@ def seed(server: Server, code: Callable[..., str]) -> dict[str, list[str | int]]
     ok(api.put("/v1/secrets/seed-secret", json={"value": "s3cr3t"}))
     ok(api.post("/v1/namespaces", json={"name": "seed-ns"}))
     key = ok(api.post("/v1/keys", json={"role": "invoker"}))
+    ok(api.put("/v1/triggers/seed-trigger", json={"function": "seed", "type": "http", "path": "/seed"}))
+    ok(api.put("/v1/buckets/seed-bucket"))
+    ok(api.put("/v1/buckets/seed-bucket/objects/dir/seed.txt", content=b"seed"))
+    dead_letter = seed_dead_letter(api, ok)
     return {
         "function": ["seed"],
         "version": [1, *AWKWARD_NUMBERS],
@@ -113,9 +120,30 @@ def seed(server: Server, code: Callable[..., str]) -> dict[str, list[str | int]]
         "layer": ["seedlayer"],
         "secret": ["seed-secret"],
         "namespace": ["seed-ns"],
-        "invocation": [invoked.headers["X-Wuzhao-Invocation-Id"]],
+        "invocation": [invoked.headers["X-Wuzhao-Invocation-Id"], dead_letter],
+        "dead_letter": [dead_letter],
         "key": [str(key["key_id"])],
+        "trigger": ["seed-trigger"],
+        "bucket": ["seed-bucket"],
+        "object": ["dir/seed.txt"],
     }
+
+
+def seed_dead_letter(api: httpx.Client, ok: Callable[[httpx.Response], dict[str, Any]]) -> str:
+    """An asynchronous call of the seed function that went dead: the function disabled for a
+    moment, its event too old after one throttled try."""
+    ok(api.put("/v1/functions/seed", json={"max_concurrency": 0, "max_event_age_s": 1}))
+    accepted = api.post(
+        "/v1/functions/seed/invoke", json={"dead": 1}, headers={"X-Wuzhao-Invocation-Type": "Event"}
+    )
+    assert accepted.status_code == 202, accepted.text
+    call_id = str(accepted.json()["invocation_id"])
+    deadline = time.monotonic() + 10
+    while api.get(f"/v1/invocations/{call_id}").json()["status"] != "dead":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    ok(api.put("/v1/functions/seed", json={"max_concurrency": 100, "max_event_age_s": 21600}))
+    return call_id
 
 
 def config_file(values: dict[str, list[str | int]]) -> str:

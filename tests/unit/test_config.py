@@ -42,6 +42,10 @@ def test_data_dir_default_comes_from_home_in_the_given_mapping() -> None:
         ("WUZHAO_IDLE_TIMEOUT", "60", "idle_timeout_s", 60.0),
         ("WUZHAO_MAX_CONCURRENCY", "3", "max_concurrency", 3),
         ("WUZHAO_THROTTLE_WAIT", "0", "throttle_wait_s", 0.0),
+        ("WUZHAO_ASYNC_CONCURRENCY", "8", "async_concurrency", 8),
+        ("WUZHAO_RETRY_BUDGET", "0.5", "retry_budget", 0.5),
+        ("WUZHAO_RETRY_BUDGET", "1", "retry_budget", 1.0),
+        ("WUZHAO_ASYNC_RETENTION", "3600", "async_retention_s", 3600.0),
         ("WUZHAO_MAX_CODE_BYTES", "1024", "max_code_bytes", 1024),
         ("WUZHAO_UID_BASE", "300000", "uid_base", 300000),
         ("WUZHAO_DATA_DIR", "/var/lib/wuzhao", "data_dir", Path("/var/lib/wuzhao")),
@@ -163,3 +167,62 @@ def test_runtime_layers_are_checked_on_the_host_only_when_asked(tmp_path: Path) 
     with pytest.raises(BadRequest, match=r"gone=.* is not an existing directory") as info:
         settings.runtime_layer_mounts(check_dirs=True)
     assert info.value.field == "WUZHAO_RUNTIME_LAYERS"
+
+
+@pytest.mark.parametrize(
+    ("env", "raw"),
+    [
+        ("WUZHAO_ASYNC_CONCURRENCY", "0"),
+        ("WUZHAO_ASYNC_CONCURRENCY", "-3"),
+        ("WUZHAO_RETRY_BUDGET", "0"),
+        ("WUZHAO_RETRY_BUDGET", "1.5"),
+        ("WUZHAO_RETRY_BUDGET", "-0.2"),
+    ],
+)
+def test_async_settings_out_of_range_stop_the_server(env: str, raw: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        Settings.load({**HOME, env: raw})
+    assert info.value.field == env
+
+
+def test_async_defaults() -> None:
+    settings = Settings.load(HOME)
+    assert (settings.async_concurrency, settings.retry_budget, settings.async_retention_s) == (
+        64,
+        0.2,
+        86400.0,
+    )
+
+
+def test_runtime_preload_is_a_list_of_module_names() -> None:
+    assert Settings.load(HOME).runtime_preload_modules() == ()
+    settings = Settings.load({**HOME, "WUZHAO_RUNTIME_PRELOAD": " numpy, h5py,numpy.linalg ,_private,"})
+    assert settings.runtime_preload_modules() == ("numpy", "h5py", "numpy.linalg", "_private")
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("numpy,numpy-x", "'numpy-x' is not a module name"),
+        ("numpy..linalg", "'numpy..linalg' is not a module name"),
+        ("3d", "'3d' is not a module name"),
+        ("numpy/linalg", "'numpy/linalg' is not a module name"),
+        ("numpy, numpy", "'numpy' appears twice"),
+    ],
+)
+def test_a_bad_runtime_preload_entry_is_named(raw: str, says: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        Settings.load({**HOME, "WUZHAO_RUNTIME_PRELOAD": raw})
+    assert info.value.field == "WUZHAO_RUNTIME_PRELOAD"
+    assert says in info.value.message
+
+
+def test_cron_settings() -> None:
+    settings = Settings.load(HOME)
+    assert (settings.cron_missed_ticks, settings.cron_grace_s) == ("skip", 10.0)
+    settings = Settings.load(HOME | {"WUZHAO_CRON_MISSED_TICKS": "catch_up_one", "WUZHAO_CRON_GRACE": "0"})
+    assert (settings.cron_missed_ticks, settings.cron_grace_s) == ("catch_up_one", 0.0)
+    for variable, value in [("WUZHAO_CRON_MISSED_TICKS", "all"), ("WUZHAO_CRON_GRACE", "-1")]:
+        with pytest.raises(BadRequest) as caught:
+            Settings.load(HOME | {variable: value})
+        assert caught.value.field == variable

@@ -31,6 +31,9 @@ STATUSES = {
     "MethodNotAllowed": 405,
     "Conflict": 409,
     "PayloadTooLarge": 413,
+    "RangeNotSatisfiable": 416,
+    "LeaseLost": 409,
+    "ObjectEventFailed": 500,
     "Throttled": 429,
     "Forbidden": 403,
     "QuotaExceeded": 429,
@@ -41,6 +44,7 @@ STATUSES = {
     "RuntimeExited": 500,
     "ResponseTooLarge": 413,
     "Timeout": 504,
+    "LeaseExpired": 500,
 }
 
 
@@ -70,6 +74,7 @@ def test_bad_request_family(cls: type[WuzhaoError]) -> None:
         errors.RuntimeExited,
         errors.ResponseTooLarge,
         errors.Timeout,
+        errors.LeaseExpired,
     ],
 )
 def test_invocation_error_family(cls: type[WuzhaoError]) -> None:

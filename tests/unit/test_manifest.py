@@ -140,6 +140,8 @@ def test_the_documented_example_is_valid(tmp_path: Path) -> None:
 
     assert [f.name for f in loaded.functions] == ["hello", "resize", "thumbnail"]
     assert loaded.functions[2].timeout_s == 300
+    types = [(t.name, t.settings()["type"]) for t in loaded.triggers]
+    assert types == [("hello-http", "http"), ("nightly", "cron")]
 
 
 def test_load_reads_relative_to_the_manifest_folder(project: Path) -> None:
@@ -173,7 +175,7 @@ def test_load_of_a_missing_file(tmp_path: Path) -> None:
         ("other: 1\n", "wuzhao.yaml:1: functions: is missing"),
         (
             "functions:\n  hello: {code: hello}\ntriggers: []\n",
-            "wuzhao.yaml:3: triggers: is not supported by this version of wuzhao yet",
+            "wuzhao.yaml:3: triggers: must be a mapping of trigger names to settings",
         ),
         (
             "functions:\n  hello: {code: hello}\nfunctoins: {}\n",
@@ -275,7 +277,7 @@ def test_every_problem_is_reported_in_line_order(project: Path) -> None:
     found = problems(
         project,
         """
-        triggers: {}
+        triggers: []
         functions:
           hello:
             code: hello
@@ -468,4 +470,221 @@ def test_a_refused_function_is_a_problem_at_its_field(project: Path) -> None:
 
     assert str(caught.value) == (
         "wuzhao.yaml:5: functions.hello.secrets.DB: BadRequest: secret 'nope' (for DB) does not exist"
+    )
+
+
+# -- triggers --------------------------------------------------------------------
+
+TRIGGERS = """
+functions:
+  hello:
+    code: hello
+triggers:
+  users:
+    function: hello
+    type: http
+    path: /users/{id}
+    methods: [get, POST]
+    auth: none
+  files:
+    function: hello
+    qualifier: 3
+    type: http
+    path: /files/{proxy+}
+  nightly:
+    function: hello
+    type: cron
+    schedule: "0 3 * * *"
+    timezone: Europe/Paris
+    missed_ticks: catch_up_one
+  often:
+    function: hello
+    type: cron
+    schedule: rate(5 minutes)
+"""
+
+
+HTTP_TRIGGER = "triggers:\n  t:\n    type: http\n    function: hello\n    path: /x\n"
+CRON_TRIGGER = "triggers:\n  t:\n    type: cron\n    function: hello\n    schedule: rate(1 hour)\n"
+
+
+def test_triggers(project: Path) -> None:
+    users, files, nightly, often = parse(project, TRIGGERS).triggers
+    assert users.settings() == {
+        "type": "http",
+        "function": "hello",
+        "qualifier": None,
+        "path": "/users/{id}",
+        "methods": ["GET", "POST"],
+        "auth": "none",
+    }
+    assert files.settings() == {
+        "type": "http",
+        "function": "hello",
+        "qualifier": "3",  # as written, never a number
+        "path": "/files/{proxy+}",
+        "methods": ["ANY"],
+        "auth": "key",
+    }
+    assert nightly.settings() == {
+        "type": "cron",
+        "function": "hello",
+        "qualifier": None,
+        "schedule": "0 3 * * *",
+        "timezone": "Europe/Paris",
+        "missed_ticks": "catch_up_one",
+    }
+    assert (often.settings()["timezone"], often.settings()["missed_ticks"]) == ("UTC", None)
+    assert parse(project, "functions:\n  hello: {code: hello}\ntriggers: {}\n").triggers == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("triggers:\n  t: x\n", "wuzhao.yaml:4: triggers.t: must be a mapping of settings"),
+        ("triggers:\n  T_1: {type: cron}\n", "wuzhao.yaml:4: triggers.T_1: is not a valid trigger name"),
+        (
+            "triggers:\n  t: {function: hello}\n",
+            "wuzhao.yaml:4: triggers.t.type: is missing: one of http, cron",
+        ),
+        (
+            "triggers:\n  t:\n    type: sms\n",
+            "wuzhao.yaml:5: triggers.t.type: 'sms' is unknown; types: http, cron",
+        ),
+        (
+            "triggers:\n  t:\n    type: object\n",
+            "wuzhao.yaml:5: triggers.t.type: 'object' is not delivered by this version yet",
+        ),
+        ("triggers:\n  t:\n    type: http\n    path: /x\n", "wuzhao.yaml:4: triggers.t.function: is missing"),
+        (
+            "triggers:\n  t:\n    type: cron\n    function: hello\n",
+            "wuzhao.yaml:4: triggers.t.schedule: is missing",
+        ),
+        (
+            HTTP_TRIGGER + "    schedule: rate(1 hour)\n",
+            "wuzhao.yaml:8: triggers.t.schedule: unknown setting of http triggers; known: type, function",
+        ),
+        (
+            "triggers:\n  t:\n    type: http\n    function: Hello\n    path: /x\n",
+            "wuzhao.yaml:6: triggers.t.function: 'Hello' is not a function name",
+        ),
+        (
+            "triggers:\n  t:\n    type: http\n    function: hello\n    path: /x/\n",
+            "wuzhao.yaml:7: triggers.t.path: path '/x/' has an empty segment",
+        ),
+        (
+            "triggers:\n  t:\n    type: http\n    function: hello\n    path: /x\n    methods: [GET, BREW]\n",
+            "wuzhao.yaml:8: triggers.t.methods: method 'BREW' is not one of",
+        ),
+        (
+            "triggers:\n  t:\n    type: http\n    function: hello\n    path: /x\n    methods: [[GET]]\n",
+            "wuzhao.yaml:8: triggers.t.methods: must be a method (GET), ANY, or a list of methods",
+        ),
+        (
+            "triggers:\n  t:\n    type: http\n    function: hello\n    path: /x\n    auth: basic\n",
+            "wuzhao.yaml:8: triggers.t.auth: must be one of: key, none",
+        ),
+        (
+            "triggers:\n  t:\n    type: cron\n    function: hello\n    schedule: 0 3 * *\n",
+            "wuzhao.yaml:7: triggers.t.schedule: schedule '0 3 * *' has 4 fields",
+        ),
+        (
+            CRON_TRIGGER + "    timezone: Paris\n",
+            "wuzhao.yaml:8: triggers.t.timezone: time zone 'Paris' is unknown",
+        ),
+        (
+            CRON_TRIGGER + "    missed_ticks: all\n",
+            "wuzhao.yaml:8: triggers.t.missed_ticks: must be one of: skip, catch_up_one",
+        ),
+        (
+            CRON_TRIGGER + "    qualifier: Live!\n",
+            "wuzhao.yaml:8: triggers.t.qualifier: qualifier 'Live!' is neither",
+        ),
+    ],
+)
+def test_each_trigger_error_names_line_and_field(project: Path, text: str, expected: str) -> None:
+    found = problems(project, "functions:\n  hello: {code: hello}\n" + text)
+    assert any(line.startswith(expected) for line in found), found
+
+
+class TriggerClient(FakeClient):
+    """FakeClient, with list_triggers and put_trigger as a server would answer."""
+
+    def __init__(self, triggers: list[dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.triggers = {t["name"]: t for t in triggers or []}
+        self.put: list[tuple[str, dict[str, Any]]] = []
+
+    def list_triggers(self) -> list[dict[str, Any]]:
+        return list(self.triggers.values())
+
+    def put_trigger(self, name: str, **settings: Any) -> dict[str, Any]:
+        if self.refuse is not None:
+            raise self.refuse
+        self.put.append((name, settings))
+        self.triggers[name] = {"name": name, **settings, "url_path": f"/http/default{settings.get('path')}"}
+        return self.triggers[name]
+
+
+def test_deploy_puts_triggers_after_functions_then_changes_nothing(project: Path) -> None:
+    fake = TriggerClient()
+    loaded = parse(project, TRIGGERS)
+
+    first = deploy(fake, loaded)
+    second = deploy(fake, loaded)
+
+    assert [(o.kind, o.name, o.change) for o in first] == [
+        ("function", "hello", Change.CREATED),
+        ("trigger", "users", Change.CREATED),
+        ("trigger", "files", Change.CREATED),
+        ("trigger", "nightly", Change.CREATED),
+        ("trigger", "often", Change.CREATED),
+    ]
+    assert fake.put[0] == (
+        "users",
+        {
+            "type": "http",
+            "function": "hello",
+            "qualifier": None,
+            "path": "/users/{id}",
+            "methods": ["GET", "POST"],
+            "auth": "none",
+        },
+    )
+    assert {o.change for o in second} == {Change.UNCHANGED}
+    assert len(fake.put) == 4
+
+    changed = parse(
+        project, TRIGGERS.replace("rate(5 minutes)", "rate(10 minutes)").replace("auth: none", "auth: key")
+    )
+    outcomes = deploy(fake, changed)
+    assert [(o.name, o.change, o.fields) for o in outcomes if o.change is not Change.UNCHANGED] == [
+        ("users", Change.UPDATED, ("auth",)),
+        ("often", Change.UPDATED, ("schedule",)),
+    ]
+    assert outcomes[1].trigger is not None and outcomes[1].trigger["auth"] == "key"
+
+
+def test_a_manifest_without_triggers_never_asks_for_them(project: Path) -> None:
+    fake = FakeClient()  # no list_triggers: asking would fail
+    assert [o.kind for o in deploy(fake, parse(project, TWO))] == ["function", "function"]
+
+
+def test_dry_run_puts_no_trigger(project: Path) -> None:
+    fake = TriggerClient()
+    outcomes = deploy(fake, parse(project, TRIGGERS), dry_run=True)
+    assert [(o.kind, o.change, o.trigger) for o in outcomes][1:] == [("trigger", Change.CREATED, None)] * 4
+    assert fake.put == []
+
+
+def test_a_refused_trigger_is_a_problem_at_its_field(project: Path) -> None:
+    fake = TriggerClient()
+    deploy(fake, parse(project, "functions:\n  hello:\n    code: hello\n"))
+    fake.refuse = errors.Conflict("trigger 'other' already answers GET /users/{uid}", field="path")
+
+    with pytest.raises(ManifestError) as caught:
+        deploy(fake, parse(project, TRIGGERS))
+
+    assert str(caught.value) == (
+        "wuzhao.yaml:8: triggers.users.path: Conflict: trigger 'other' already answers GET /users/{uid}"
     )

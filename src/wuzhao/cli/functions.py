@@ -29,15 +29,55 @@ from wuzhao.client import LOG_PAGE_MAX
     is_flag=True,
     help="Also print invocation id, the version that ran, cold start and duration.",
 )
+@click.option(
+    "--async",
+    "queued",
+    is_flag=True,
+    help="Queue the call and print its invocation id at once; it runs later, with retries "
+    "(see `wuzhao invocation ID`, and `wuzhao dlq` for calls that never succeeded).",
+)
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="With --async: a repeat with this key within 24 h queues nothing and prints the first id.",
+)
+@click.option(
+    "--ordering-key",
+    metavar="KEY",
+    help="With --async: calls with the same key run one at a time, in the order they were queued.",
+)
 @click.pass_obj
-def invoke(session: Session, name: str, data: str | None, qualifier: str | None, verbose: bool) -> None:
-    """Call function NAME and print its result as JSON."""
+def invoke(
+    session: Session,
+    name: str,
+    data: str | None,
+    qualifier: str | None,
+    verbose: bool,
+    queued: bool,
+    idempotency_key: str | None,
+    ordering_key: str | None,
+) -> None:
+    """Call function NAME and print its result as JSON (with --async: queue it, print its id)."""
+    if not queued and (idempotency_key is not None or ordering_key is not None):
+        raise click.UsageError("--idempotency-key and --ordering-key go with --async")
     text = sys.stdin.read() if data == "-" else (data or "{}")
     try:
         json.loads(text)
     except ValueError as error:
         raise click.BadParameter(f"not valid JSON: {error}", param_hint="--data") from error
     # The text goes out as typed, so numbers keep the precision the user wrote.
+    if queued:
+        invocation_id = session.client().invoke_async(
+            name,
+            payload=text.encode(),
+            qualifier=qualifier,
+            idempotency_key=idempotency_key,
+            ordering_key=ordering_key,
+        )
+        click.echo(invocation_id)
+        if verbose:
+            session.err.print(f"queued; follow it with `wuzhao invocation {invocation_id}`", style="dim")
+        return
     result = session.client().invoke(name, payload=text.encode(), qualifier=qualifier)
     click.echo(output.to_json(result.value))
     if verbose:

@@ -2,7 +2,9 @@
 
 One module per noun registers its commands here: functions.py (invoke, ls,
 get, rm, logs, invocation), deploy.py, versions.py (publish, versions,
-version, alias), layers.py, secrets.py, tenancy.py (ns, key), top.py and serve.py.
+version, alias), layers.py, secrets.py, objects.py (mb, rb, ls-buckets, ls-objects,
+cp, rm-object), tenancy.py (ns, key), triggers.py (trigger), dlq.py (dlq: dead
+letters of async calls), top.py and serve.py.
 
 Results a script may use (JSON, log lines, tab-separated rows, summaries) go to
 stdout; progress, notices and errors go to stderr. Every API error becomes a
@@ -18,7 +20,19 @@ import click
 import httpx
 
 from wuzhao import __version__, errors
-from wuzhao.cli import deploy, functions, layers, output, secrets, tenancy, top, versions
+from wuzhao.cli import (
+    deploy,
+    dlq,
+    functions,
+    layers,
+    objects,
+    output,
+    secrets,
+    tenancy,
+    top,
+    triggers,
+    versions,
+)
 from wuzhao.cli.serve import serve
 from wuzhao.cli.session import Session
 from wuzhao.client import DEFAULT_URL, resolve_url
@@ -82,10 +96,13 @@ def cli(
 for _command in [
     deploy.deploy,
     *functions.COMMANDS,
+    *dlq.COMMANDS,
     *versions.COMMANDS,
     *layers.COMMANDS,
+    *objects.COMMANDS,
     *secrets.COMMANDS,
     *tenancy.COMMANDS,
+    *triggers.COMMANDS,
     *top.COMMANDS,
     serve,
 ]:

@@ -251,7 +251,83 @@ def secret_row(secret: Mapping[str, Any]) -> list[str]:
     return [secret["name"], short_time(secret.get("updated_at"))]
 
 
+# -- buckets and objects -------------------------------------------------------
+
+OBJECT_URL_SCHEME = "wz://"
+BUCKET_COLUMNS = ("BUCKET", "CREATED")
+OBJECT_COLUMNS = ("KEY", "SIZE", "MODIFIED", "SHA256", "CONTENT TYPE")
+
+
+def object_url(bucket: str, key: str = "") -> str:
+    return f"{OBJECT_URL_SCHEME}{bucket}/{key}"
+
+
+def bucket_row(bucket: Mapping[str, Any]) -> list[str]:
+    return [bucket["name"], short_time(bucket.get("created_at"))]
+
+
+def object_row(stored: Mapping[str, Any]) -> list[str]:
+    return [
+        stored["key"],
+        human_size(stored.get("size", 0)),
+        short_time(stored.get("modified_at")),
+        str(stored.get("etag", ""))[:12],
+        stored.get("content_type") or "",
+    ]
+
+
+def transfer_summary(verb: str, source: str, destination: str, stored: Mapping[str, Any]) -> Text:
+    """``uploaded a.png to wz://b/a.png: 1.2 MiB, sha256 0123456789ab`` (user text never markup)."""
+    return Text(
+        f"{verb} {source} to {destination}: {human_size(stored.get('size', 0))}, "
+        f"sha256 {str(stored.get('etag', ''))[:12]}"
+    )
+
+
 # -- namespaces and keys -------------------------------------------------------
+
+TRIGGER_COLUMNS = ("TRIGGER", "TYPE", "FUNCTION", "ROUTE / SCHEDULE", "URL PATH / NEXT TICK")
+
+
+def trigger_target(trigger: Mapping[str, Any]) -> str:
+    qualifier = trigger.get("qualifier")
+    return f"{trigger['function']}:{qualifier}" if qualifier else str(trigger["function"])
+
+
+def trigger_on(trigger: Mapping[str, Any]) -> str:
+    """``GET,POST /users/{id}`` or ``rate(5 minutes)`` (with its zone if not UTC)."""
+    if trigger.get("type") == "http":
+        return f"{','.join(trigger.get('methods') or ['ANY'])} {trigger.get('path', '')}"
+    zone = trigger.get("timezone") or "UTC"
+    return str(trigger.get("schedule", "")) + ("" if zone == "UTC" else f" ({zone})")
+
+
+def trigger_where(trigger: Mapping[str, Any]) -> str:
+    if trigger.get("type") == "http":
+        auth = "open" if trigger.get("auth") == "none" else "key"
+        return f"{trigger.get('url_path', '')} ({auth})"
+    return short_time(trigger.get("next_tick"))
+
+
+def trigger_row(trigger: Mapping[str, Any]) -> list[str]:
+    return [
+        str(trigger["name"]),
+        str(trigger.get("type", "")),
+        trigger_target(trigger),
+        trigger_on(trigger),
+        trigger_where(trigger),
+    ]
+
+
+def trigger_summary(trigger: Mapping[str, Any], *, created: bool) -> str:
+    """``created trigger users: GET /users/{id} -> hello at /http/default/users/{id} (open)``."""
+    return f"{'created' if created else 'updated'} trigger {trigger['name']}: {_trigger_line(trigger)}"
+
+
+def _trigger_line(trigger: Mapping[str, Any]) -> str:
+    where = "at" if trigger.get("type") == "http" else "next"
+    return f"{trigger_on(trigger)} -> {trigger_target(trigger)} {where} {trigger_where(trigger)}"
+
 
 NAMESPACE_COLUMNS = ("NAMESPACE", "INSTANCES", "MEMORY", "CREATED")
 
@@ -287,8 +363,10 @@ def key_row(key: Mapping[str, Any]) -> list[str]:
 
 
 def manifest_outcome(outcome: Outcome, *, dry_run: bool = False) -> str:
-    """One line per function of a manifest deploy: what changed, and the revision now."""
+    """One line per function (or trigger) of a manifest deploy: what changed, and the revision now."""
     fields = f" ({', '.join(outcome.fields)})" if outcome.fields else ""
+    if outcome.kind == "trigger":
+        return _trigger_outcome(outcome, fields, dry_run=dry_run)
     function = outcome.function
     if outcome.change == "unchanged":
         revision = f": revision {function['revision']}" if function else ""
@@ -300,6 +378,16 @@ def manifest_outcome(outcome: Outcome, *, dry_run: bool = False) -> str:
         f"{outcome.change} {outcome.name}{fields}: revision {function['revision']}, "
         f"{human_size(function['code_size'])}, sha256 {function['code_sha256'][:12]}"
     )
+
+
+def _trigger_outcome(outcome: Outcome, fields: str, *, dry_run: bool) -> str:
+    trigger = outcome.trigger
+    if outcome.change == "unchanged":
+        return f"unchanged trigger {outcome.name}"
+    if dry_run or trigger is None:
+        verb = "create" if outcome.change == "created" else "update"
+        return f"would {verb} trigger {outcome.name}{fields}"
+    return f"{outcome.change} trigger {outcome.name}{fields}: {_trigger_line(trigger)}"
 
 
 def fields_panel(value: Mapping[str, Any]) -> Panel:
@@ -314,3 +402,59 @@ def fields_panel(value: Mapping[str, Any]) -> Panel:
     return Panel(
         grid, title=Text(str(title), style="bold") if title else None, title_align="left", expand=False
     )
+
+
+# -- dead letters --------------------------------------------------------------
+
+DEAD_LETTER_COLUMNS = ("ID", "ENQUEUED", "ATTEMPTS", "ORDERING KEY", "LAST ERROR")
+
+
+def call_error(error: Mapping[str, Any] | None) -> str:
+    """``FunctionError (ValueError): boom``: an async call's error on one line ("" when none)."""
+    if not error:
+        return ""
+    kind = str(error.get("code", "Error"))
+    if error.get("error_type"):
+        kind += f" ({error['error_type']})"
+    message = str(error.get("message", "")).strip().splitlines()
+    return f"{kind}: {message[0]}" if message else kind
+
+
+def dead_letter_row(dead: Mapping[str, Any]) -> list[str]:
+    return [
+        str(dead["id"]),
+        short_time(dead.get("enqueued_at")),
+        str(len(dead.get("attempts") or [])),
+        dead.get("ordering_key") or "",
+        call_error(dead.get("error")),
+    ]
+
+
+def dead_letter_panel(dead: Mapping[str, Any]) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")
+    grid.add_column()
+    function = str(dead.get("function", ""))
+    if dead.get("qualifier"):
+        function += f":{dead['qualifier']}"
+    attempts = [
+        f"{attempt.get('number', '?')}  {short_time(attempt.get('started_at'))}  "
+        f"{float(attempt.get('duration_ms') or 0):.1f} ms  "
+        + (call_error(attempt.get("error")) or str(attempt.get("outcome", "")))
+        for attempt in dead.get("attempts") or []
+    ]
+    rows = [
+        ("function", function),
+        ("status", str(dead.get("status", ""))),
+        ("enqueued", short_time(dead.get("enqueued_at"))),
+        ("updated", short_time(dead.get("updated_at"))),
+        ("ordering key", dead.get("ordering_key") or "-"),
+        ("attempts", "\n".join(attempts) or "none (given up before running)"),
+        ("last error", call_error(dead.get("error")) or "-"),
+    ]
+    traceback = (dead.get("error") or {}).get("traceback")
+    if isinstance(traceback, list) and traceback:
+        rows.append(("traceback", "".join(str(line) for line in traceback).rstrip("\n")))
+    for label, value in rows:
+        grid.add_row(label, Text(value))  # Text: user values are never read as markup
+    return Panel(grid, title=Text(str(dead.get("id", "")), style="bold"), title_align="left", expand=False)

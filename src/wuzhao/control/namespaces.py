@@ -7,15 +7,20 @@ on every cold start. ``default`` always exists.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from wuzhao.domain.functions import DEFAULT_NAMESPACE, check_name
 from wuzhao.errors import BadRequest, Conflict, NotFound
 from wuzhao.store.api import NamespaceRecord, Store
 
+# What a namespace holds outside the store (its buckets: "2 buckets"), or None; asked before a delete.
+Holdings = Callable[[str], Awaitable[str | None]]
+
 
 class Namespaces:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, holdings: Holdings | None = None) -> None:
         self._store = store
+        self._holdings = holdings
         self._cache: dict[str, NamespaceRecord] = {}
 
     async def load(self) -> None:
@@ -53,6 +58,9 @@ class Namespaces:
         if name == DEFAULT_NAMESPACE:
             raise BadRequest("the default namespace cannot be deleted", field="name")
         self.get(name)
+        held = await self._holdings(name) if self._holdings is not None else None
+        if held:  # a namespace made again under this name must not find the old one's buckets
+            raise Conflict(f"namespace {name!r} still holds {held}")
         await self._store.delete_namespace(name)  # Conflict while it still holds anything
         del self._cache[name]
 

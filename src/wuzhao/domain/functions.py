@@ -29,6 +29,12 @@ Handler = Annotated[str, msgspec.Meta(pattern=HANDLER_PATTERN, max_length=256)]
 MaxConcurrency = Annotated[int, msgspec.Meta(ge=0, le=10_000)]  # 0: disabled, every call gets 429
 IdleTimeoutS = Annotated[int, msgspec.Meta(ge=1, le=86_400)]
 MinInstances = Annotated[int, msgspec.Meta(ge=0, le=100)]
+# Asynchronous calls: attempts after the first, the first retry's delay (it doubles after), and
+# how long an event may wait in all (Lambda's bounds; delays down to 0.1 s for tests).
+MaxRetries = Annotated[int, msgspec.Meta(ge=0, le=10)]
+RetryDelayS = Annotated[float, msgspec.Meta(ge=0.1, le=3600)]
+MaxEventAgeS = Annotated[int, msgspec.Meta(ge=1, le=21_600)]
+Destination = Annotated[str, msgspec.Meta(max_length=64)]  # a function's name; "" removes it
 
 
 class FunctionUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -45,6 +51,12 @@ class FunctionUpdate(msgspec.Struct, forbid_unknown_fields=True):
     max_concurrency: MaxConcurrency | None = None
     min_instances: MinInstances | None = None
     idle_timeout_s: IdleTimeoutS | None = None
+    max_retries: MaxRetries | None = None
+    retry_delay_s: RetryDelayS | None = None
+    max_event_age_s: MaxEventAgeS | None = None
+    on_success: Destination | None = None
+    on_failure: Destination | None = None
+    ordering_hold: bool | None = None
     code: str | None = None  # base64 of a zip
 
 
@@ -62,6 +74,14 @@ class FunctionConfig(msgspec.Struct, frozen=True):
     max_concurrency: int | None = None  # None: the server's default
     min_instances: int = 0  # instances kept started (provisioned), even with no calls
     idle_timeout_s: int | None = None  # None: the server's default
+    # Asynchronous calls (domain/retries.py): a failed attempt is retried max_retries times,
+    # after retry_delay_s, then twice that, ...; an event older than max_event_age_s goes dead.
+    max_retries: int = 2
+    retry_delay_s: float = 60.0
+    max_event_age_s: int = 21_600
+    on_success: str | None = None  # a function of the namespace that gets the record of each success
+    on_failure: str | None = None  # ... of each call that ends dead
+    ordering_hold: bool = False  # a dead call holds its ordering key until redriven or deleted
 
 
 class FunctionRecord(msgspec.Struct, frozen=True):
@@ -95,7 +115,17 @@ def merge_config(current: FunctionConfig | None, update: FunctionUpdate) -> Func
         for name in FunctionConfig.__struct_fields__
         if (value := getattr(update, name)) is not None
     }
+    for destination in ("on_success", "on_failure"):
+        if changes.get(destination) == "":  # the way to remove a destination
+            changes[destination] = None
     config = msgspec.structs.replace(current or FunctionConfig(), **changes)
+    for destination in ("on_success", "on_failure"):
+        name = getattr(config, destination)
+        if name is not None and not _NAME_RE.match(name):
+            raise BadRequest(
+                f'{destination} {name!r} is not a function name ("" removes the destination)',
+                field=destination,
+            )
     if (
         config.min_instances
         and config.max_concurrency is not None

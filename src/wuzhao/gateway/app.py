@@ -17,10 +17,22 @@ from starlette.types import ASGIApp
 
 from wuzhao.domain.access import Action
 from wuzhao.errors import BadRequest, MethodNotAllowed, NotFound, WuzhaoError
-from wuzhao.gateway import functions, invocations, invoke, layers, openapi, tenancy, versions
+from wuzhao.gateway import (
+    async_calls,
+    functions,
+    invocations,
+    invoke,
+    layers,
+    objects,
+    openapi,
+    tenancy,
+    triggers,
+    versions,
+)
 from wuzhao.gateway.auth import AuthMiddleware
 from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.hot_path import HotPath
+from wuzhao.gateway.http_triggers import HttpTriggers
 from wuzhao.gateway.responses import error_response, json_response
 from wuzhao.observe.metrics import CONTENT_TYPE
 from wuzhao.platform import Platform
@@ -35,7 +47,9 @@ async def healthz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """Prometheus exposition of every namespace's numbers: admin keys only."""
     authorize(request, Action.ADMINISTER)
-    return Response(platform_of(request).metrics.exposition(), media_type=CONTENT_TYPE)
+    platform = platform_of(request)
+    await platform.dispatcher.refresh_depth()  # the queue's depth, read now rather than cached
+    return Response(platform.metrics.exposition(), media_type=CONTENT_TYPE)
 
 
 ROUTES = [
@@ -48,6 +62,12 @@ ROUTES = [
     Route("/v1/functions/{name}", functions.delete_function, methods=["DELETE"]),
     Route("/v1/functions/{name}/invoke", invoke.invoke, methods=["POST"]),
     Route("/v1/functions/{name}/logs", invocations.get_logs, methods=["GET"]),
+    Route("/v1/functions/{name}/dead-letters", async_calls.list_dead_letters, methods=["GET"]),
+    Route("/v1/functions/{name}/dead-letters/{id}", async_calls.get_dead_letter, methods=["GET"]),
+    Route("/v1/functions/{name}/dead-letters/{id}", async_calls.delete_dead_letter, methods=["DELETE"]),
+    Route(
+        "/v1/functions/{name}/dead-letters/{id}/redrive", async_calls.redrive_dead_letter, methods=["POST"]
+    ),
     Route("/v1/functions/{name}/versions", versions.publish, methods=["POST"]),
     Route("/v1/functions/{name}/versions", versions.list_versions, methods=["GET"]),
     Route("/v1/functions/{name}/versions/{version}", versions.get_version, methods=["GET"]),
@@ -64,6 +84,18 @@ ROUTES = [
     Route("/v1/secrets", layers.list_secrets, methods=["GET"]),
     Route("/v1/secrets/{name}", layers.put_secret, methods=["PUT"]),
     Route("/v1/secrets/{name}", layers.delete_secret, methods=["DELETE"]),
+    Route("/v1/triggers", triggers.list_triggers, methods=["GET"]),
+    Route("/v1/triggers/{name}", triggers.get_trigger, methods=["GET"]),
+    Route("/v1/triggers/{name}", triggers.put_trigger, methods=["PUT"]),
+    Route("/v1/triggers/{name}", triggers.delete_trigger, methods=["DELETE"]),
+    Route("/v1/buckets", objects.list_buckets, methods=["GET"]),
+    Route("/v1/buckets/{bucket}", objects.create_bucket, methods=["PUT"]),
+    Route("/v1/buckets/{bucket}", objects.delete_bucket, methods=["DELETE"]),
+    Route("/v1/buckets/{bucket}/objects", objects.list_objects, methods=["GET"]),
+    # {key:path}: a key may hold '/'; GET also answers HEAD (the handler sends no body then)
+    Route("/v1/buckets/{bucket}/objects/{key:path}", objects.put_object, methods=["PUT"]),
+    Route("/v1/buckets/{bucket}/objects/{key:path}", objects.get_object, methods=["GET"]),
+    Route("/v1/buckets/{bucket}/objects/{key:path}", objects.delete_object, methods=["DELETE"]),
     Route("/v1/namespaces", tenancy.list_namespaces, methods=["GET"]),
     Route("/v1/namespaces", tenancy.create_namespace, methods=["POST"]),
     Route("/v1/namespaces/{name}", tenancy.get_namespace, methods=["GET"]),
@@ -76,7 +108,8 @@ ROUTES = [
 
 
 def create_app(platform: Platform, *, on_started: Callable[[], Any] | None = None) -> ASGIApp:
-    """The whole HTTP surface: the synchronous invoke route's fast path in front of the routed app."""
+    """The whole HTTP surface: HTTP triggers and the synchronous invoke route's fast path in front
+    of the routed app."""
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await platform.start()
@@ -99,7 +132,8 @@ def create_app(platform: Platform, *, on_started: Callable[[], Any] | None = Non
     )
     app.state.platform = platform
     app.state.openapi = openapi.encode(openapi.build_document(ROUTES))
-    return HotPath(app, platform)
+    # HTTP triggers (/http/...) are the functions' own surface, outside the API and its key check.
+    return HttpTriggers(HotPath(app, platform), platform)
 
 
 async def _wuzhao_error(request: Request, exc: Exception) -> Response:

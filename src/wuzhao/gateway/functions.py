@@ -57,6 +57,12 @@ def config_view(config: FunctionConfig) -> dict[str, Any]:
         "max_concurrency": config.max_concurrency,
         "min_instances": config.min_instances,
         "idle_timeout_s": config.idle_timeout_s,
+        "max_retries": config.max_retries,
+        "retry_delay_s": config.retry_delay_s,
+        "max_event_age_s": config.max_event_age_s,
+        "on_success": config.on_success,
+        "on_failure": config.on_failure,
+        "ordering_hold": config.ordering_hold,
     }
 
 

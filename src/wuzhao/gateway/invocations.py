@@ -1,4 +1,5 @@
-"""Routes that read what happened: one invocation's record, a function's logs."""
+"""Routes that read what happened: one invocation's record (an asynchronous call's whole life), a
+function's logs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import time
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,6 +17,7 @@ from wuzhao.domain.access import Action
 from wuzhao.errors import BadRequest, NotFound
 from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.responses import iso, json_response
+from wuzhao.queue.api import CallState
 from wuzhao.store.api import LogLine
 
 INVOCATION_LOG_TAIL = 100
@@ -27,6 +30,11 @@ async def get_invocation(request: Request) -> Response:
     platform = platform_of(request)
     invocation_id = request.path_params["id"]
     namespace = authorize(request, Action.READ)
+    state = await platform.queue.get(invocation_id)
+    if state is not None:  # an asynchronous call: its life in the queue, every attempt
+        if state.call.namespace != namespace:
+            raise NotFound(f"invocation {invocation_id!r} does not exist")
+        return json_response(call_view(state))
     running = platform.worker.inflight.get(invocation_id)
     if running is not None and running.target.namespace == namespace:
         return json_response(
@@ -72,8 +80,8 @@ async def get_logs(request: Request) -> Response:
     platform.registry.get(namespace, name)  # 404 for an unknown function
     query = request.query_params
     since = parse_since(query["since"], now=time.time()) if query.get("since") else None
-    after = _int(query, "after", None, minimum=0, maximum=MAX_SEQ)
-    limit = _int(query, "limit", 100, minimum=1, maximum=1000) or 100
+    after = query_int(query, "after", None, minimum=0, maximum=MAX_SEQ)
+    limit = query_int(query, "limit", 100, minimum=1, maximum=1000) or 100
     await platform.recorder.flush()
     lines = await platform.store.query_logs(namespace, name, since=since, after=after, limit=limit)
     return json_response({"logs": [_line(line) for line in lines], "next": lines[-1].seq if lines else after})
@@ -103,7 +111,7 @@ def parse_since(value: str, *, now: float) -> float:
     return parsed.timestamp()
 
 
-def _int(
+def query_int(
     query: Any, name: str, default: int | None, *, minimum: int, maximum: int | None = None
 ) -> int | None:
     raw = query.get(name)
@@ -126,4 +134,32 @@ def _line(line: LogLine) -> dict[str, Any]:
         "invocation_id": line.invocation_id,
         "stream": line.stream,
         "message": line.message,
+    }
+
+
+def call_view(state: CallState) -> dict[str, Any]:
+    """An asynchronous call as ``GET /v1/invocations/{id}`` and the dead-letter routes show it."""
+    call = state.call
+    return {
+        "id": call.id,
+        "namespace": call.namespace,
+        "function": call.function,
+        "qualifier": call.qualifier,
+        "status": state.status,
+        "async": True,
+        "enqueued_at": iso(call.enqueued_at),
+        "updated_at": iso(state.updated_at),
+        "ordering_key": call.ordering_key,
+        "attempts": [
+            {
+                "number": attempt.number,
+                "started_at": iso(attempt.started_at),
+                "duration_ms": attempt.duration_ms,
+                "outcome": attempt.outcome,
+                "error": attempt.error,
+            }
+            for attempt in state.attempts
+        ],
+        "result": msgspec.Raw(state.result) if state.result is not None else None,
+        "error": state.error,
     }

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from wuzhao.domain.access import Action
 from wuzhao.errors import InvalidJSON, InvocationError, WuzhaoError
+from wuzhao.gateway import async_calls
 from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.responses import error_response, read_body
 
@@ -19,6 +20,8 @@ EMPTY_EVENT = b"{}"
 
 
 async def invoke(request: Request) -> Response:
+    if async_calls.is_async(request):  # X-Wuzhao-Invocation-Type: Event: queued, answered 202
+        return await async_calls.accept(request)
     namespace = authorize(request, Action.INVOKE)
     platform = platform_of(request)
     target = platform.versions.resolve(

@@ -38,6 +38,8 @@ DURATION_BUCKETS = (
 
 # (namespace, function) -> {"idle": n, "busy": m}, for every function with instances
 InstanceCounts = Callable[[], dict[tuple[str, str], dict[str, int]]]
+# (namespace, function) -> unfinished asynchronous calls (queued, running, failed)
+QueueDepth = Callable[[], dict[tuple[str, str], int]]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -78,6 +80,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.async_outcomes = Counter(
+            "wuzhao_async_outcomes",
+            "Asynchronous calls by what happened: accepted, succeeded, retried (an attempt failed), "
+            "postponed (not run: throttled or over quota; no attempt used), dead.",
+            ["namespace", "function", "outcome"],
+            registry=self.registry,
+        )
+
+    def async_outcome(self, namespace: str, function: str, outcome: str) -> None:
+        self.async_outcomes.labels(namespace, function, outcome).inc()
+
+    def watch_queue(self, depth: QueueDepth, running: InstanceCounts) -> None:
+        """The queue's depth (as of the last refresh) and the asynchronous attempts running."""
+        self.registry.register(_QueueCollector(depth, running))
+
     def observe(self, namespace: str, function: str, *, outcome: str, seconds: float, cold: bool) -> None:
         self.invocations.labels(namespace, function, outcome).inc()
         if outcome in ("Throttled", "QuotaExceeded"):
@@ -108,6 +125,35 @@ class _InstanceCollector(Collector):
             for state, count in sorted(states.items()):
                 family.add_metric([namespace, function, state], count)
         yield family
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+class _QueueCollector(Collector):
+    def __init__(self, depth: QueueDepth, running: InstanceCounts) -> None:
+        self._depth = depth
+        self._running = running
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "wuzhao_async_queue_depth",
+            "Unfinished asynchronous calls (queued, running, waiting for a retry) by function.",
+            labels=["namespace", "function"],
+        )
+        for (namespace, function), count in sorted(self._depth().items()):
+            depth.add_metric([namespace, function], count)
+        yield depth
+        running = GaugeMetricFamily(
+            "wuzhao_async_running",
+            "Asynchronous attempts running by function and kind (first or retry; retries are bounded "
+            "by the retry budget).",
+            labels=["namespace", "function", "kind"],
+        )
+        for (namespace, function), kinds in sorted(self._running().items()):
+            for kind, count in sorted(kinds.items()):
+                running.add_metric([namespace, function, kind], count)
+        yield running
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())

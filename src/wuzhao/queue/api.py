@@ -16,7 +16,12 @@ Guarantees every queue gives:
 2. At-least-once delivery: a leased call whose lease deadline passes without an
    ack (its worker died or hung) is leased again. ``recover`` gives back at once
    every lease of a consumer known to be dead (the embedded queue calls it for
-   its previous process when it opens).
+   its previous process when it opens). Such a lost lease is not free: the
+   next ``lease`` of the call records it as an attempt with outcome
+   ``LeaseExpired`` (``LEASE_EXPIRED``), counted in ``retries_used`` like a
+   crash, and says so (``Lease.lost``), so that a call whose attempts keep
+   killing their worker uses up its retries instead of being leased forever.
+   An ack ends a lease for good: ``postpone`` (given back unrun) costs nothing.
 3. An ack (``complete``, ``retry``, ``postpone``, ``dead_letter``) takes the
    lease's token; a token whose lease was lost (expired and leased again, or
    recovered) raises ``errors.LeaseLost`` and changes nothing.
@@ -44,6 +49,9 @@ from wuzhao.errors import LeaseLost
 __all__ = ["LeaseLost"]  # raised by every implementation's acks
 
 IDEMPOTENCY_WINDOW_S = 24 * 3600.0
+# The outcome of the attempt a lease recorded for the lease before it, lost without an ack
+# (``errors.LeaseExpired``'s code).
+LEASE_EXPIRED = "LeaseExpired"
 
 Status = Literal["queued", "running", "succeeded", "failed", "dead"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "dead"})
@@ -71,7 +79,7 @@ class Attempt(msgspec.Struct, frozen=True):
     number: int  # 1, 2, ... in order of start
     started_at: float
     duration_ms: float
-    outcome: str  # "success" or the error code (FunctionError, Timeout, OutOfMemory...)
+    outcome: str  # "success" or the error code (FunctionError, Timeout, OutOfMemory, LeaseExpired...)
     error: dict[str, Any] | None = None  # the error body ({"code", "message", ...})
 
 
@@ -87,6 +95,7 @@ class CallState(msgspec.Struct, frozen=True):
     error: dict[str, Any] | None = None  # the last error, once failed or dead
     retries_used: int = 0  # attempts counted against max_retries since the last redrive
     hold_key: bool = False  # dead and holding its ordering key
+    deliveries: int = 0  # leases handed out, acked or lost
 
 
 class Lease(msgspec.Struct, frozen=True):
@@ -95,6 +104,10 @@ class Lease(msgspec.Struct, frozen=True):
     deadline: float
     retries_used: int  # attempts already consumed (0 on the first delivery)
     attempts: int  # attempts made so far (for numbering the next)
+    deliveries: int = 1  # this lease's number among the call's leases, 1 for the first
+    # The lease before this one was lost (expired or recovered, never acked): already recorded
+    # as a LeaseExpired attempt and counted in ``retries_used`` and ``attempts``.
+    lost: bool = False
 
 
 class AsyncQueue(Protocol):
@@ -135,9 +148,21 @@ class AsyncQueue(Protocol):
     async def postpone(self, token: str, *, at: float) -> None:
         """Not run (throttled, shutting down): ``queued`` again, due at ``at``, no attempt used."""
 
-    async def dead_letter(self, token: str, attempt: Attempt | None, *, hold_key: bool = False) -> None:
+    async def dead_letter(
+        self,
+        token: str,
+        attempt: Attempt | None,
+        *,
+        hold_key: bool = False,
+        error: dict[str, Any] | None = None,
+    ) -> None:
         """Give up: ``dead``, kept for inspection (``attempt`` None: given up without running,
-        e.g. the event grew too old while throttled)."""
+        e.g. the function was deleted or the event grew too old while throttled).
+
+        ``error`` becomes the call's ``error``: why it died, for a call that died without an
+        attempt saying so (``{"code": "EventAgeExceeded", "message": ...}``). None keeps the
+        attempt's error, or without one the last error the call had.
+        """
 
     async def get(self, call_id: str) -> CallState | None: ...
 

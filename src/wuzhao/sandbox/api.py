@@ -44,6 +44,11 @@ A :class:`Launcher` turns a :class:`SandboxSpec` into a running
    function cannot change its routes. ``launch`` of an outbound instance
    returns once its network is up, so user code never runs before it;
    ``destroy`` stops the network stack too. ``"none"`` costs nothing extra.
+9. ``preloaded``: the runtime of such an instance starts with the modules the
+   launcher was given to preload already imported, from the layers among
+   ``spec.layers`` that the launcher was given as runtime layers, at the
+   paths the instance sees them; everything else (the sandbox, its paths, the
+   handler imported inside it) is as for any instance.
 
 A launcher built with ``isolate=False`` (``--insecure-no-sandbox``) keeps the
 process model and the cgroups it can get but skips namespaces and identity; it
@@ -89,6 +94,9 @@ class SandboxSpec:
     # where loop devices work: a bind would show code_dir's host path in /proc/self/mountinfo.
     code_image: str | None = None
     layers: tuple[LayerMount, ...] = ()  # at /opt/<name>, in this order on the import path
+    # Started from a runtime that already imported the launcher's preloaded modules (guarantee 9);
+    # a launcher with none to preload ignores it.
+    preloaded: bool = False
 
 
 @dataclass(frozen=True)

@@ -514,6 +514,12 @@ class Attached:
             args += ["--runtime-device", self.runtime.runtime]
         return args
 
+    def runtime_layer_sources(self, layers: Sequence[LayerMount]) -> list[str]:
+        """``name=source`` of each runtime layer, for a preloading zygote: its image's device, or
+        (it has none) its directory."""
+        devices = self._runtime_layers
+        return [f"{mount.name}={devices.get(mount.directory, mount.directory)}" for mount in layers]
+
     def code_device(self, image: str | None) -> str | None:
         """The device of a code image, attached on first use; None when images are not used."""
         if not self.active or image is None:

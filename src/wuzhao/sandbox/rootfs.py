@@ -37,6 +37,7 @@ launcher warns), and /var/runtime is absent.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ PYTHON_ROOT = "/var/lang"  # where a Python installed outside /usr appears insid
 RUNTIME_ROOT = "/var/runtime"  # where the image of the wuzhao package appears (zygote and sandbox)
 IMAGE_FSTYPE = "erofs"
 ZYGOTE_VAR = "size=64k,nr_inodes=64,mode=0755"  # the tmpfs over /var in the zygote's namespace
+ZYGOTE_OPT = ZYGOTE_VAR  # and over /opt, holding the runtime layers' mountpoints
 ZYGOTE_MOUNTPOINT = "/var/sandbox-root"  # where, in that namespace, children build their root
 ROOT_TMPFS = "size=1m,nr_inodes=4096,mode=0755"
 DEV_SIZE = 64 * 1024
@@ -327,7 +329,7 @@ def apply(ops: Sequence[Op], mountpoint: str) -> None:
     libc.mount(None, "/", None, flags)
 
 
-def enter_runtime(images: Images) -> None:
+def enter_runtime(images: Images, layers: Sequence[tuple[str, str]] = ()) -> None:
     """Give the zygote, before it execs the runtime's Python, the sandbox's view of the runtime.
 
     In a mount namespace of its own (private: nothing reaches the host), /var
@@ -335,11 +337,45 @@ def enter_runtime(images: Images) -> None:
     and ZYGOTE_MOUNTPOINT; the host's /var is hidden from the zygote only.
     Executed from there, the interpreter, its libraries and every module the
     zygote imports have the paths they have inside a sandbox.
+
+    ``layers`` (name, source), the operator's runtime layers (a preloading
+    zygote imports from them), are mounted at LAYERS_ROOT/<name> the same
+    way, over a tmpfs hiding the host's /opt: a source is the loop device of
+    the layer's image, or (its image could not be made) its host directory,
+    bound.
     """
     libc.unshare(libc.CLONE_NEWNS)
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+    # A directory to bind may lie under /var or /opt, both hidden below: held
+    # open, it is bound through its descriptor.
+    sources = [(name, _hold(source)) for name, source in layers]
     libc.mount("tmpfs", "/var", "tmpfs", _flags(noexec=True), ZYGOTE_VAR)
     for device, target in ((images.lang, PYTHON_ROOT), (images.runtime, RUNTIME_ROOT)):
         if device is not None:
             _apply(Image(device, target), "")
     os.mkdir(ZYGOTE_MOUNTPOINT, 0o755)
+    if sources:
+        os.makedirs(LAYERS_ROOT, 0o755, exist_ok=True)  # every FHS host has it; else an empty one
+        libc.mount("tmpfs", LAYERS_ROOT, "tmpfs", _flags(noexec=True), ZYGOTE_OPT)
+    for name, source in sources:
+        target = f"{LAYERS_ROOT}/{name}"
+        if isinstance(source, int):
+            _apply(Bind(f"/proc/self/fd/{source}", target), "")
+            os.close(source)
+        else:
+            _apply(Image(source, target), "")
+
+
+def _hold(source: str) -> str | int:
+    """A block device as it is; a directory as a descriptor that outlives mounts over its path."""
+    if is_device(source):
+        return source
+    return os.open(source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def is_device(source: str) -> bool:
+    """Whether a layer's source is a block device (its image's loop device), not a directory."""
+    try:
+        return stat.S_ISBLK(os.stat(source).st_mode)
+    except OSError:  # a directory that the zygote's namespace hides (under /opt or /var)
+        return False

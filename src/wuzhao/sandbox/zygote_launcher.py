@@ -2,12 +2,22 @@
 
 The worker (root, asyncio) starts one zygote (``wuzhao.runtimes.python.zygote``)
 by exec, with an empty environment and only its control socket, so the
-process every instance is forked from holds no platform secret. ``launch``
-creates the instance's cgroups, a socketpair (the runtime channel) and two
-pipes (stdout, stderr), hands the child's ends to the zygote with SCM_RIGHTS
-and returns as soon as the zygote reports the host pid. Everything is
-non-blocking: replies arrive through ``loop.add_reader`` on the control
-socket, so this works under uvloop too.
+process every instance is forked from holds no platform secret
+(``wuzhao.sandbox.zygote_control``). ``launch`` creates the instance's
+cgroups, a socketpair (the runtime channel) and two pipes (stdout, stderr),
+hands the child's ends to the zygote with SCM_RIGHTS and returns as soon as
+the zygote reports the host pid. Everything is non-blocking: replies arrive
+through ``loop.add_reader`` on the control socket, so this works under uvloop
+too.
+
+Preloading: given modules to ``preload`` (``WUZHAO_RUNTIME_PRELOAD``), the
+launcher starts a second zygote that imports them from the runtime layers,
+mounted in its namespace where instances have them, before it says hello
+(``wuzhao.runtimes.python.preload``); one that cannot import them stops the
+start (:class:`PreloadFailed`). An instance whose ``spec.preloaded`` is set is
+forked from that one, any other from the plain zygote: forking the bigger
+process costs each cold start about half a millisecond more, worth it only
+to a function that imports what it holds (the worker decides which).
 
 Exit statuses come from the zygote, the instances' parent, which reaps them.
 An instance that could not enter its sandbox exits with
@@ -25,9 +35,11 @@ package's image (``spec.code_image``) and each function layer's
 ``close`` (``wuzhao.sandbox.images.Attached``). The zygote runs from those
 images and its children mount them (layers at ``/opt/<name>``; a layer with no
 image is one of the runtime layers, mounted from the image made at start), so
-no mount, module or mapped file inside a sandbox names a host path. Where
-images cannot be used (no loop devices, no mkfs.erofs) the launcher warns
-loudly and binds host directories.
+no mount, module or mapped file inside a sandbox names a host path. The
+zygote's namespace has the runtime layers at ``/opt/<name>`` too (a runtime
+layer whose image could not be made is bound there, and its instances bind it
+from there). Where images cannot be used (no loop devices, no mkfs.erofs) the
+launcher warns loudly and binds host directories.
 
 Network: an instance whose ``spec.network`` is ``"outbound"`` writes one byte
 on its channel once its network namespace exists; ``launch`` then starts a
@@ -50,7 +62,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -63,12 +74,12 @@ from wuzhao.sandbox.api import ExitStatus, LayerMount, SandboxSpec
 from wuzhao.sandbox.cgroups import CGROUP_ROOT, Cgroup, CgroupTree
 from wuzhao.sandbox.enter import SETUP_FAILED
 from wuzhao.sandbox.slirp import Slirp
+from wuzhao.sandbox.zygote_control import PreloadFailed, ZygoteControl
 
-__all__ = ["SETUP_FAILED", "ZygoteLauncher", "ZygoteProcess", "check_host"]
+__all__ = ["SETUP_FAILED", "PreloadFailed", "ZygoteLauncher", "ZygoteProcess", "check_host"]
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT = 30.0  # the zygote imports its modules before saying hello
 REMOVE_TIMEOUT = 10.0  # rmdir of a cgroup stays EBUSY for ~1 s after an OOM kill
 NETWORK_TIMEOUT = 10.0  # an outbound instance's slirp4netns takes ~4 ms to be ready
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -148,6 +159,7 @@ class ZygoteProcess:
         self._oom: bool | None = None  # remembered at destroy, when the cgroup goes
         self._destroying: asyncio.Future[None] | None = None
         self.slirp: Slirp | None = None  # the network of an outbound instance
+        self.zygote: ZygoteControl | None = None  # the one it is forked from, set by launch
 
     @property
     def pid(self) -> int:
@@ -236,7 +248,7 @@ async def _remove(cgroup: Cgroup) -> None:
 
 
 class ZygoteLauncher:
-    """Launches instances forked from one pre-initialised Python zygote."""
+    """Launches instances forked from a pre-initialised Python zygote (or, preloaded, a second one)."""
 
     def __init__(
         self,
@@ -248,6 +260,7 @@ class ZygoteLauncher:
         network_allow: Sequence[network.Network] = (),
         image_cache: Path = images.DEFAULT_CACHE_DIR,
         runtime_layers: Sequence[LayerMount] = (),
+        preload: Sequence[str] = (),
     ) -> None:
         if not _SERVER_ID.fullmatch(server_id):
             raise ValueError(f"server id {server_id!r} must match {_SERVER_ID.pattern}")
@@ -258,23 +271,26 @@ class ZygoteLauncher:
         self._slirp_binary: str | None = None  # found by start
         self._images = images.Attached(image_cache)  # attached by start, until close
         self._runtime_layers = tuple(runtime_layers)  # the operator's host directories, imaged at start
+        self._preload = tuple(preload)  # modules the second zygote imports from the runtime layers
         self._cgroups: CgroupTree | None = CgroupTree(f"wuzhao/{server_id}")
-        self._zygote: subprocess.Popen[bytes] | None = None
-        self._control: socket.socket | None = None
-        self._hello: asyncio.Future[int] | None = None
-        self._send_lock = asyncio.Lock()
+        self._plain: ZygoteControl | None = None
+        self._preloaded: ZygoteControl | None = None  # only with modules to preload
         self._launching: dict[str, ZygoteProcess] = {}  # by instance id, until "spawned"
         self._by_pid: dict[int, ZygoteProcess] = {}  # until "exit"
         self._live: dict[str, ZygoteProcess] = {}  # until destroyed
-        self._lost = False
         self._tasks: set[asyncio.Future[None]] = set()  # destroys nobody awaits
 
     @property
     def zygote_pid(self) -> int | None:
-        return None if self._zygote is None else self._zygote.pid
+        """The plain zygote's pid."""
+        return None if self._plain is None else self._plain.pid
+
+    @property
+    def preloaded_zygote_pid(self) -> int | None:
+        return None if self._preloaded is None else self._preloaded.pid
 
     async def start(self) -> None:
-        """Sweep this server's leftovers and start the zygote.
+        """Sweep this server's leftovers and start the zygote (and the preloaded one).
 
         Run it on the event loop's own thread: the zygote's parent-death signal
         fires when the *thread* that forked it ends, not the process.
@@ -292,17 +308,17 @@ class ZygoteLauncher:
         if self._isolate:
             await asyncio.to_thread(self._attach_images)  # the first build takes ~1 s
         try:
-            await self._start_zygote()
-        except SandboxUnavailable:
-            if not self._images.active:
+            await self._start_zygotes()
+        except SandboxUnavailable as exc:
+            if not self._images.active or isinstance(exc, PreloadFailed):  # binds would not help
                 await self.close()
                 raise
             # Never fail to start for the images: fall back to binds, loudly.
             images.warn_fallback("the zygote could not start from the runtime's images")
-            await self._stop_zygote()
+            await self._stop_zygotes()
             await self._images.close()
             try:
-                await self._start_zygote()
+                await self._start_zygotes()
             except SandboxUnavailable:
                 await self.close()
                 raise
@@ -316,44 +332,40 @@ class ZygoteLauncher:
         """Whether instances mount images (else binds of host directories, see the module doc)."""
         return self._images.active
 
-    async def _start_zygote(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    async def _start_zygotes(self) -> None:
+        self._plain = self._zygote(self._zygote_argv())
+        await self._plain.start()
+        if self._preload:
+            self._preloaded = self._zygote([*self._zygote_argv(), f"--preload={','.join(self._preload)}"])
+            try:
+                await self._preloaded.start()
+            except PreloadFailed as exc:
+                layers = ", ".join(f"{layer.name}={layer.directory}" for layer in self._runtime_layers)
+                raise PreloadFailed(
+                    f"WUZHAO_RUNTIME_PRELOAD: the zygote cannot preload from the runtime layers "
+                    f"({layers or 'none'}): {exc}"
+                ) from None
+
+    def _zygote(self, argv: list[str]) -> ZygoteControl:
+        return ZygoteControl(argv, on_message=self._dispatch, on_lost=self._on_zygote_lost)
+
+    def _zygote_argv(self) -> list[str]:
         argv = [self._python, "-I", "-m", "wuzhao.runtimes.python.zygote"]
-        argv += ["--control-fd", str(theirs.fileno())]
         if not self._isolate:
             argv.append("--no-isolate")
         argv += self._images.zygote_args()
-        with theirs:
-            self._zygote = subprocess.Popen(
-                argv,
-                env={},
-                cwd="/",
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                pass_fds=[theirs.fileno()],
-                start_new_session=True,  # the terminal's ^C is the worker's to handle
-            )
-        ours.setblocking(False)
-        self._control = ours
-        loop = asyncio.get_running_loop()
-        self._hello = loop.create_future()
-        loop.add_reader(ours.fileno(), self._on_control)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._hello), START_TIMEOUT)
-        except (TimeoutError, SandboxUnavailable):
-            raise SandboxUnavailable(
-                "the zygote did not start; its error is on the server's stderr"
-            ) from None
+        # Both zygotes' namespaces have the runtime layers where instances have them: the preloaded
+        # one imports from there, and an instance binds a layer with no image from there (its host
+        # directory may lie under /var or /opt, which the zygote's namespace hides).
+        sources = self._images.runtime_layer_sources(self._runtime_layers)
+        return argv + [f"--layer={source}" for source in sources]
 
-    async def _stop_zygote(self) -> None:
-        """Stop a zygote that never said hello (it has no instance), to start another."""
-        if self._control is not None:
-            if not self._lost:
-                asyncio.get_running_loop().remove_reader(self._control.fileno())
-            self._control.close()
-        if self._zygote is not None:
-            await _reap(self._zygote)
-        self._control, self._zygote, self._hello, self._lost = None, None, None, False
+    async def _stop_zygotes(self) -> None:
+        """Stop zygotes that have no instance (one never said hello), to start others."""
+        for zygote in (self._plain, self._preloaded):
+            if zygote is not None:
+                await zygote.close()
+        self._plain = self._preloaded = None
 
     async def _prepare_cgroups(self) -> None:
         cgroups = self._cgroups
@@ -368,7 +380,10 @@ class ZygoteLauncher:
             self._cgroups = None
 
     async def launch(self, spec: SandboxSpec) -> ZygoteProcess:
-        if self._control is None or self._lost:
+        # Without its preloaded zygote (it died) an instance imports the modules itself: slower, the same.
+        preloaded = self._preloaded is not None and not self._preloaded.lost
+        zygote = self._preloaded if spec.preloaded and preloaded else self._plain
+        if zygote is None or zygote.lost:
             raise SandboxUnavailable("the zygote is not running")
         if not _NAME.fullmatch(spec.instance_id):
             raise ValueError(f"instance id {spec.instance_id!r} must match {_NAME.pattern}")
@@ -406,6 +421,7 @@ class ZygoteLauncher:
         for fd in (ours.fileno(), out_r, err_r):
             os.set_blocking(fd, False)
         proc = ZygoteProcess(self, spec, ours, out_r, err_r, cgroup)
+        proc.zygote = zygote
         self._launching[spec.instance_id] = proc
         self._live[spec.instance_id] = proc
         request = {
@@ -420,7 +436,7 @@ class ZygoteLauncher:
             "routes": routes,
         }
         try:
-            await self._send(json.dumps(request).encode(), [theirs.fileno(), out_w, err_w])
+            await zygote.send(json.dumps(request).encode(), [theirs.fileno(), out_w, err_w])
         except BaseException as exc:
             self._launching.pop(spec.instance_id, None)
             if not proc._spawned.done():
@@ -470,48 +486,14 @@ class ZygoteLauncher:
         await proc.slirp.ready()
         await loop.sock_sendall(proc.channel, network.ATTACHED)
 
-    async def _send(self, data: bytes, fds: list[int]) -> None:
-        control = self._control
-        assert control is not None
-        loop = asyncio.get_running_loop()
-        async with self._send_lock:
-            while True:
-                try:
-                    socket.send_fds(control, [data], fds)
-                    return
-                except BlockingIOError:
-                    writable = loop.create_future()
-                    loop.add_writer(control.fileno(), _settle, writable)
-                    try:
-                        await writable
-                    finally:
-                        loop.remove_writer(control.fileno())
-
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _on_control(self) -> None:
-        assert self._control is not None
-        while True:
-            try:
-                data = self._control.recv(65536)
-            except BlockingIOError:
-                return
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                self._on_zygote_lost()
-                return
-            self._dispatch(json.loads(data))
-
-    def _dispatch(self, message: dict[str, Any]) -> None:
+    def _dispatch(self, zygote: ZygoteControl, message: dict[str, Any]) -> None:
         op = message["op"]
-        if op == "hello":
-            assert self._hello is not None
-            self._hello.set_result(message["pid"])
-        elif op == "spawned":
+        if op == "spawned":
             proc = self._launching.pop(message["id"])
             self._by_pid[message["pid"]] = proc
             proc._spawned.set_result(message["pid"])
@@ -525,56 +507,33 @@ class ZygoteLauncher:
                 log.error("instance %s could not enter its sandbox", proc.spec.instance_id)
             proc._exit.set_result(ExitStatus(message["code"], message["signal"]))
 
-    def _on_zygote_lost(self) -> None:
-        self._lost = True
-        assert self._control is not None
-        asyncio.get_running_loop().remove_reader(self._control.fileno())
+    def _on_zygote_lost(self, zygote: ZygoteControl) -> None:
         lost = SandboxUnavailable("the zygote exited")
-        if self._hello is not None and not self._hello.done():
-            self._hello.set_exception(lost)
-        for proc in self._launching.values():
-            proc._spawned.set_exception(lost)
-        self._launching.clear()
+        for instance_id, proc in list(self._launching.items()):
+            if proc.zygote is zygote:
+                proc._spawned.set_exception(lost)
+                del self._launching[instance_id]
         # Their parent-death signal killed them; make sure of it before saying so.
-        for proc in self._by_pid.values():
-            if proc.cgroup is not None:
-                proc.cgroup.kill_all()
-            proc._exit.set_result(ExitStatus(None, signal.SIGKILL))
-        self._by_pid.clear()
+        for pid, proc in list(self._by_pid.items()):
+            if proc.zygote is zygote:
+                if proc.cgroup is not None:
+                    proc.cgroup.kill_all()
+                proc._exit.set_result(ExitStatus(None, signal.SIGKILL))
+                del self._by_pid[pid]
 
     def _forget(self, proc: ZygoteProcess) -> None:
         self._live.pop(proc.spec.instance_id, None)
 
     async def close(self) -> None:
-        """Destroy every instance, stop the zygote, remove this server's cgroups."""
+        """Destroy every instance, stop the zygotes, remove this server's cgroups."""
         live = list(self._live.values())
         results = await asyncio.gather(*(p.destroy() for p in live), return_exceptions=True)
         for proc, result in zip(live, results, strict=True):
             if isinstance(result, Exception):  # the zygote and the sweep below still run
                 log.error("instance %s: destroy failed", proc.spec.instance_id, exc_info=result)
-        if self._control is not None:
-            if not self._lost:
-                asyncio.get_running_loop().remove_reader(self._control.fileno())
-                self._lost = True
-            self._control.close()  # EOF: the zygote kills what is left and exits
-        if self._zygote is not None:
-            await _reap(self._zygote)
+        for zygote in (self._plain, self._preloaded):
+            if zygote is not None:
+                await zygote.close()  # EOF: the zygote kills what is left and exits
         await self._images.close()  # nothing mounts them any more: the kernel detaches them
         if self._cgroups is not None:
             await asyncio.to_thread(self._cgroups.sweep)
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-async def _reap(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while process.poll() is None:
-        if loop.time() > deadline:
-            process.kill()
-            await asyncio.to_thread(process.wait)
-            return
-        await asyncio.sleep(0.01)

@@ -26,6 +26,9 @@ Guarantees every store gives:
    function deletes its versions and aliases with it, in one transaction.
 8. Secrets are stored as the ciphertext they are given; the store never sees a
    secret's value.
+9. A trigger's last fired tick is kept with it (``record_tick``) and goes with
+   it; saving a trigger again keeps its tick; deleting a function deletes its
+   triggers with it, in the same transaction.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any, Protocol
 import msgspec
 
 from wuzhao.domain.functions import FunctionConfig, FunctionRecord
+from wuzhao.domain.triggers import TriggerSpec
 
 
 class ApiKeyRecord(msgspec.Struct, frozen=True):
@@ -95,6 +99,14 @@ class SecretRecord(msgspec.Struct, frozen=True):
     updated_at: float
 
 
+class TriggerRecord(msgspec.Struct, frozen=True):
+    namespace: str
+    name: str
+    spec: TriggerSpec  # the function it calls, its type and that type's settings
+    created_at: float
+    updated_at: float  # a schedule counts its rate from here
+
+
 class InvocationRecord(msgspec.Struct, frozen=True):
     id: str
     namespace: str
@@ -133,7 +145,7 @@ class Store(Protocol):
         """All functions of ``namespace`` (or of every namespace), ordered by name."""
 
     async def delete_function(self, namespace: str, name: str) -> bool:
-        """Delete a function with its versions and aliases; False if there was none."""
+        """Delete a function with its versions, aliases and triggers; False if there was none."""
 
     # namespaces
     async def save_namespace(self, namespace: NamespaceRecord) -> None:
@@ -186,6 +198,23 @@ class Store(Protocol):
     async def list_keys(self) -> list[ApiKeyRecord]: ...
 
     async def delete_key(self, key_id: str) -> bool: ...
+
+    # triggers
+    async def save_trigger(self, trigger: TriggerRecord) -> None:
+        """Create or replace a trigger; its last tick, if any, stays."""
+
+    async def get_trigger(self, namespace: str, name: str) -> TriggerRecord | None: ...
+
+    async def list_triggers(self, namespace: str | None = None) -> list[TriggerRecord]:
+        """The triggers of ``namespace`` (or of every namespace), ordered by namespace and name."""
+
+    async def delete_trigger(self, namespace: str, name: str) -> bool: ...
+
+    async def record_tick(self, namespace: str, name: str, tick: int) -> bool:
+        """Keep ``tick`` as the trigger's last fired tick; False if there is no such trigger."""
+
+    async def last_ticks(self) -> dict[tuple[str, str], int]:
+        """The last fired tick of every trigger that has one, by (namespace, name)."""
 
     # invocations and their output
     async def save_invocations(self, records: Sequence[InvocationRecord]) -> None: ...

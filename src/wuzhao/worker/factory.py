@@ -21,6 +21,7 @@ from wuzhao.domain.uids import UidPool, UidsExhausted
 from wuzhao.domain.versions import Executable
 from wuzhao.errors import Throttled
 from wuzhao.observe.recorder import Recorder
+from wuzhao.runtimes.python import imports
 from wuzhao.sandbox.api import Launcher, LayerMount, SandboxSpec
 from wuzhao.store.api import LayerRecord
 from wuzhao.worker.channel import RuntimeChannel
@@ -57,6 +58,7 @@ class InstanceFactory:
         self._secrets = secrets
         self._layers = layers
         self._runtime_layers = runtime_layers
+        self._preload = settings.runtime_preload_modules()
         self._uids = UidPool(settings.uid_base, settings.uid_count)
 
     async def start(self, target: Executable, invocation_id: str | None) -> Instance:
@@ -110,12 +112,15 @@ class InstanceFactory:
         own = await self._layers(target.namespace, config.layers)
         # One thread hop for the code and every layer: each is a stat when already unpacked and imaged.
         shas = [target.code_sha256, *(layer.code_sha256 for layer in own)]
-        trees = await asyncio.to_thread(lambda: [self._code(sha) for sha in shas])
+        trees, uses_preloaded = await asyncio.to_thread(self._trees, shas, config.handler)
         (code_dir, code_image), layer_trees = trees[0], trees[1:]
         # The operator's runtime layers come first. A function's own layer of the same name (deployed
         # before the operator declared it; deploys refuse that name since) is used instead.
         names = {layer.name for layer in own}
         layers = [mount for mount in self._runtime_layers if mount.name not in names]
+        # Forked from the zygote that imported them only if the instance has the layers it imported
+        # them from (and its handler imports one: wuzhao.runtimes.python.imports).
+        preloaded = uses_preloaded and len(layers) == len(self._runtime_layers)
         for layer, (directory, image) in zip(own, layer_trees, strict=True):
             layers.append(LayerMount(layer.name, str(directory), None if image is None else str(image)))
         return SandboxSpec(
@@ -131,7 +136,14 @@ class InstanceFactory:
             env=env,
             network=config.network,
             layers=tuple(layers),
+            preloaded=preloaded,
         )
+
+    def _trees(self, shas: list[str], handler: str) -> tuple[list[tuple[Path, Path | None]], bool]:
+        """The code's and layers' trees, and whether the handler imports a preloaded module."""
+        trees = [self._code(sha) for sha in shas]
+        uses = bool(self._preload) and imports.uses_preloaded(str(trees[0][0]), handler, self._preload)
+        return trees, uses
 
     def _code(self, sha256: str) -> tuple[Path, Path | None]:
         """The unpacked tree of a package and its image (None where images cannot be made)."""

@@ -98,8 +98,11 @@ class Worker:
 
     # the hot path
 
-    async def invoke(self, target: Executable, event: bytes) -> Outcome:
-        invocation_id = str(uuid.uuid4())
+    async def invoke(self, target: Executable, event: bytes, invocation_id: str | None = None) -> Outcome:
+        """Run one call. ``invocation_id``: an asynchronous call's own id, so that each attempt's
+        record and log lines (and the handler's request id) carry it; the caller never runs
+        two attempts with one id at once. Otherwise a new UUID."""
+        invocation_id = invocation_id or str(uuid.uuid4())
         if self._closed:
             error = ServiceUnavailable("the server is shutting down")
             return Outcome(invocation_id, False, 0.0, target.version, error=error)

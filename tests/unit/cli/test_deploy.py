@@ -184,8 +184,7 @@ def test_manifest_problems_name_file_line_and_field(run: Callable[..., Run], pro
     assert done.result.stdout == ""
     assert done.result.stderr.splitlines() == [
         "wuzhao.yaml:4: functions.hello.memory_mb: must be an integer from 128 to 10240",
-        "wuzhao.yaml:7: triggers: is not supported by this version of wuzhao yet "
-        "(event triggers come later); remove it for now",
+        "wuzhao.yaml:7: triggers: must be a mapping of trigger names to settings",
         "error: wuzhao.yaml cannot be deployed as it is; nothing was deployed",
     ]
     assert done.server.requests == []

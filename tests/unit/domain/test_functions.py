@@ -158,6 +158,24 @@ def test_a_reserved_name_in_the_current_env_is_caught_too() -> None:
         (b'{"handler": "main.handler; rm"}', False),
         (b'{"handler": "main.handler\\n"}', False),
         (b'{"unknown": 1}', False),
+        (b'{"max_retries": 0}', True),
+        (b'{"max_retries": 10}', True),
+        (b'{"max_retries": -1}', False),
+        (b'{"max_retries": 11}', False),
+        (b'{"retry_delay_s": 0.1}', True),
+        (b'{"retry_delay_s": 3600}', True),
+        (b'{"retry_delay_s": 0.09}', False),
+        (b'{"retry_delay_s": 3601}', False),
+        (b'{"max_event_age_s": 1}', True),
+        (b'{"max_event_age_s": 21600}', True),
+        (b'{"max_event_age_s": 0}', False),
+        (b'{"max_event_age_s": 21601}', False),
+        (b'{"max_event_age_s": 1.5}', False),
+        (b'{"on_success": "audit"}', True),
+        (b'{"on_failure": ""}', True),
+        (b'{"on_failure": 1}', False),
+        (b'{"ordering_hold": true}', True),
+        (b'{"ordering_hold": "yes"}', False),
     ],
 )
 def test_update_body_limits(body: bytes, ok: bool) -> None:
@@ -178,3 +196,25 @@ def test_update_body_limits(body: bytes, ok: bool) -> None:
 )
 def test_handler_module_files(handler: str, files: tuple[str, str]) -> None:
     assert handler_module_files(handler) == files
+
+
+def test_async_settings_default_to_lambdas() -> None:
+    config = merge_config(None, FunctionUpdate())
+    assert (config.max_retries, config.retry_delay_s, config.max_event_age_s) == (2, 60.0, 21_600)
+    assert (config.on_success, config.on_failure, config.ordering_hold) == (None, None, False)
+
+
+def test_destinations_are_set_kept_and_removed_with_an_empty_name() -> None:
+    config = merge_config(None, FunctionUpdate(on_success="audit", on_failure="alarm"))
+    assert (config.on_success, config.on_failure) == ("audit", "alarm")
+    kept = merge_config(config, FunctionUpdate(max_retries=0))
+    assert (kept.on_success, kept.on_failure, kept.max_retries) == ("audit", "alarm", 0)
+    removed = merge_config(kept, FunctionUpdate(on_failure=""))
+    assert (removed.on_success, removed.on_failure) == ("audit", None)
+
+
+@pytest.mark.parametrize("name", ["Audit", "-x", "a b", "a/b", "x" * 65])
+def test_a_destination_must_be_a_function_name(name: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        merge_config(None, FunctionUpdate(on_failure=name))
+    assert info.value.field == "on_failure"

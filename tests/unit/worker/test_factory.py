@@ -83,3 +83,56 @@ def test_a_functions_own_layer_is_used_instead_of_a_runtime_layer_of_its_name() 
     spec = spec_of(["sci:3"], [layer("sci", 3, "5c")], RUNTIME)
     assert [m.name for m in spec.layers] == ["tools", "sci"]
     assert spec.layers[1].directory == "/data/code/5c5c"
+
+
+class CodeUnder:
+    """Every package unpacked under ``root`` (the function's files really there), without images."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def code_dir(self, sha256: str) -> Path:
+        return self.root / sha256[:4]
+
+    def code_image(self, sha256: str) -> Path | None:
+        return None
+
+
+def preloaded(tmp_path: Path, source: str, layers: list[str], preload: str = "numpy") -> bool:
+    (tmp_path / CODE[:4]).mkdir()
+    (tmp_path / CODE[:4] / "main.py").write_text(source)
+
+    async def no_secrets(namespace: str, names: dict[str, str]) -> dict[str, str]:
+        return {}
+
+    async def resolve(namespace: str, refs: list[str]) -> list[LayerRecord]:
+        return [layer(ref.split(":")[0], 1, "5c") for ref in refs]
+
+    factory = InstanceFactory(
+        Settings.load({"WUZHAO_RUNTIME_PRELOAD": preload}, data_dir="/data"),
+        launcher=None,  # type: ignore[arg-type]
+        packages=CodeUnder(tmp_path),  # type: ignore[arg-type]
+        recorder=None,  # type: ignore[arg-type]
+        secrets=no_secrets,
+        layers=resolve,
+        runtime_layers=RUNTIME,
+    )
+    target = Executable("default", "f", "$LATEST", 1, FunctionConfig(layers=layers), CODE)
+    return asyncio.run(factory._spec(target, 200001)).preloaded
+
+
+def test_a_handler_importing_a_preloaded_module_is_forked_from_the_preloaded_zygote(tmp_path: Path) -> None:
+    assert preloaded(tmp_path, "import numpy\n", []) is True
+
+
+def test_a_handler_importing_nothing_preloaded_is_forked_from_the_plain_zygote(tmp_path: Path) -> None:
+    assert preloaded(tmp_path, "import json\n", []) is False
+
+
+def test_without_modules_to_preload_every_instance_is_plain(tmp_path: Path) -> None:
+    assert preloaded(tmp_path, "import numpy\n", [], preload="") is False
+
+
+def test_an_own_layer_in_a_runtime_layers_place_means_the_plain_zygote(tmp_path: Path) -> None:
+    # numpy was preloaded from the operator's "sci"; this instance's /opt/sci is its own layer.
+    assert preloaded(tmp_path, "import numpy\n", ["sci:1"]) is False

@@ -86,7 +86,12 @@ def import_path(task_root: str, layers: object, layer_dirs: Mapping[str, str]) -
     layer's root, those that exist. ``layer_dirs`` says where each layer is
     (``/opt/<name>`` in a sandbox); a name it does not know is skipped.
     """
-    paths = [task_root]
+    return [task_root, *layer_path(layers, layer_dirs)]
+
+
+def layer_path(layers: object, layer_dirs: Mapping[str, str]) -> list[str]:
+    """The import path of ``layers`` (names, in order): each one's ``python`` directory, then its root."""
+    paths = []
     for name in layers if isinstance(layers, list) else []:
         directory = layer_dirs.get(name) if isinstance(name, str) else None
         if directory is not None:

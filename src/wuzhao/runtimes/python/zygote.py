@@ -20,6 +20,7 @@ Control protocol, on a SOCK_SEQPACKET socket, one JSON object per message:
                        "routes": [CIDRs unreachable for an outbound instance]}
                       with SCM_RIGHTS [channel, stdout write end, stderr write end]
     zygote -> worker  {"op": "hello", "pid"}            once, when ready
+                      {"op": "broken", "error"}         instead, when it cannot preload (then exits)
                       {"op": "spawned", "id", "pid"}    host pid of the instance
                       {"op": "failed", "id", "error"}   no process was made
                       {"op": "exit", "pid", "code", "signal"}  always after "spawned"
@@ -37,7 +38,16 @@ re-executes itself from there: the runtime's Python at /var/lang, this package
 from /var/runtime. Then no module, code object, mapped library or executable
 of the zygote, all inherited by each instance, names a host path. That Python
 has the standard library and this package only: nothing the zygote imports
-may come from elsewhere.
+may come from elsewhere, except what it preloads.
+
+Given the runtime layers as ``--layer name=source`` (the loop device of the
+layer's image, or its directory), the zygote's namespace also has each at
+/opt/<name>, where instances have them: a child binds a layer with no image
+from there. Given modules to ``--preload``, the zygote imports them from those
+layers before it says hello (``preload``): a preloaded zygote. Without images
+it imports them from the layers' host directories and gives their packages
+the /opt path as a second ``__path__`` entry, as it does for the standard
+library.
 """
 
 from __future__ import annotations
@@ -55,7 +65,7 @@ import sys
 import traceback
 from typing import Any, NoReturn
 
-from wuzhao.runtimes.python import bootstrap
+from wuzhao.runtimes.python import bootstrap, preload
 from wuzhao.sandbox import enter, libc, rootfs
 from wuzhao.sandbox.api import CHANNEL_FD, LAYERS_ROOT, TASK_ROOT, LayerMount, SandboxSpec
 
@@ -65,9 +75,19 @@ _FROM_RUNTIME = "import sys; sys.path.insert(0, {root!r}); from {module} import 
 
 
 class Zygote:
-    def __init__(self, control: socket.socket, *, isolate: bool, images: rootfs.Images | None = None) -> None:
+    def __init__(
+        self,
+        control: socket.socket,
+        *,
+        isolate: bool,
+        images: rootfs.Images | None = None,
+        bound_layers: dict[str, str] | None = None,
+    ) -> None:
         self._control = control
         self._isolate = isolate
+        # Runtime layers with no image that this zygote's namespace has bound at /opt/<name>
+        # (host directory -> there): a child binds them from there, the host's path may be hidden.
+        self._bound_layers = bound_layers or {}
         self.facts = dataclasses.replace(rootfs.probe_host(), images=images or rootfs.Images())
         self._children: set[int] = set()
         # The zygote's own pid namespace, to return to after each child is
@@ -110,7 +130,7 @@ class Zygote:
         try:
             request = json.loads(data)
             fields = request["spec"]
-            layers = tuple(LayerMount(**layer) for layer in fields.get("layers", ()))
+            layers = tuple(self._as_seen_here(LayerMount(**layer)) for layer in fields.get("layers", ()))
             spec = SandboxSpec(**{**fields, "layers": layers})
             if len(fds) != 3:
                 raise ValueError(f"expected 3 descriptors, got {len(fds)}")
@@ -127,6 +147,11 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
         return True
+
+    def _as_seen_here(self, layer: LayerMount) -> LayerMount:
+        if layer.image is None and layer.directory in self._bound_layers:
+            return dataclasses.replace(layer, directory=self._bound_layers[layer.directory])
+        return layer
 
     def _fork(self) -> int:
         if not self._isolate:
@@ -210,7 +235,7 @@ def _run_runtime(task_root: str, layer_dirs: dict[str, str]) -> int:
                 stream.flush()
 
 
-def _alias_packages(facts: rootfs.HostFacts) -> None:
+def _alias_packages(facts: rootfs.HostFacts, layer_dirs: dict[str, str]) -> None:
     """Give every package imported so far its sandbox location as a second path.
 
     A package finds its submodules through its own ``__path__``, not
@@ -218,13 +243,22 @@ def _alias_packages(facts: rootfs.HostFacts) -> None:
     import parts on demand). The host path stays first for the zygote; inside
     the sandbox it does not exist and the lookup falls through to the second.
     Done once here rather than in every child, where touching every module
-    would copy hundreds of pages shared with the zygote.
+    would copy hundreds of pages shared with the zygote. A preloaded package
+    imported from a runtime layer's host directory (``layer_dirs``: there ->
+    /opt/<name>; no images) gets its /opt path the same way.
     """
     for module in list(sys.modules.values()):
         package_path = getattr(module, "__path__", None)
         if isinstance(package_path, list):
-            inside = [rootfs.sandbox_path(p, facts) for p in package_path]
+            inside = [rootfs.sandbox_path(p, facts) or _layer_path(p, layer_dirs) for p in package_path]
             package_path.extend(p for p in inside if p is not None and p not in package_path)
+
+
+def _layer_path(path: str, layer_dirs: dict[str, str]) -> str | None:
+    for directory, inside in layer_dirs.items():
+        if path == directory or path.startswith(directory.rstrip("/") + "/"):
+            return inside + path[len(directory.rstrip("/")) :]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,18 +267,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-isolate", action="store_true")
     parser.add_argument("--lang-device", help="loop device of the Python runtime's image")
     parser.add_argument("--runtime-device", help="loop device of the wuzhao package's image")
+    parser.add_argument(
+        "--layer",
+        action="append",
+        default=[],
+        metavar="NAME=SOURCE",
+        help="a runtime layer for /opt/<name>, in order: the loop device of its image, or its directory",
+    )
+    parser.add_argument("--preload", default="", help="comma-separated modules to import before serving")
     parser.add_argument("--from-runtime", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.umask(0o022)
     images = rootfs.Images(lang=args.lang_device, runtime=args.runtime_device)
+    layers = [(name, source) for name, _, source in (item.partition("=") for item in args.layer)]
     if images.runtime is not None and not args.from_runtime:
-        _exec_from_runtime(images, sys.argv[1:] if argv is None else argv)
+        _exec_from_runtime(images, sys.argv[1:] if argv is None else argv, layers)
     _forget_host()
     control = socket.socket(fileno=args.control_fd)
-    zygote = Zygote(control, isolate=not args.no_isolate, images=images)
+    if images.runtime is not None:  # mounted where a sandbox has them (_exec_from_runtime)
+        layer_dirs = {name: f"{LAYERS_ROOT}/{name}" for name, _ in layers}
+        bound = {source: layer_dirs[name] for name, source in layers if not rootfs.is_device(source)}
+        host_dirs: dict[str, str] = {}
+    else:  # the host's directories, as the instances' binds show them
+        layer_dirs = dict(layers)
+        bound, host_dirs = {}, {source: f"{LAYERS_ROOT}/{name}" for name, source in layers}
+    modules = [name for name in args.preload.split(",") if name]
+    if modules:
+        try:
+            preload.preload(modules, layer_dirs)
+        except preload.PreloadError as exc:
+            control.send(json.dumps({"op": "broken", "error": str(exc)}).encode())
+            return 1
+    zygote = Zygote(control, isolate=not args.no_isolate, images=images, bound_layers=bound)
     if not args.no_isolate:
-        _alias_packages(zygote.facts)
+        _alias_packages(zygote.facts, host_dirs)
     # Move everything imported so far out of the collector's reach: a child's
     # collections then never write to (and copy) the pages it shares with us.
     gc.freeze()
@@ -262,7 +319,7 @@ def _forget_host() -> None:
         site.USER_BASE = site.USER_SITE = None  # type: ignore[attr-defined]
 
 
-def _exec_from_runtime(images: rootfs.Images, argv: list[str]) -> NoReturn:
+def _exec_from_runtime(images: rootfs.Images, argv: list[str], layers: list[tuple[str, str]]) -> NoReturn:
     """Enter the zygote's namespace and start again there, with the runtime's Python."""
     facts = dataclasses.replace(rootfs.probe_host(), images=images)
     # The installation's interpreter, the one the image holds (a virtualenv's may be a copy).
@@ -270,7 +327,7 @@ def _exec_from_runtime(images: rootfs.Images, argv: list[str]) -> NoReturn:
     executable = rootfs.sandbox_path(host_executable, facts)
     if executable is None:
         raise RuntimeError(f"the Python at {host_executable} has no place in the runtime image")
-    rootfs.enter_runtime(images)
+    rootfs.enter_runtime(images, layers)
     # The build's libpython is found through a run path naming its host
     # directory; this makes the loader take the image's copy first.
     env = {"LD_LIBRARY_PATH": f"{rootfs.PYTHON_ROOT}/lib"} if images.lang is not None else {}

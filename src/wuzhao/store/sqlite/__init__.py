@@ -6,9 +6,10 @@ Split by what the tables hold; ``SqliteStore`` is all of them over one connectio
 from wuzhao.store.sqlite.functions import FunctionTables
 from wuzhao.store.sqlite.records import RecordTables
 from wuzhao.store.sqlite.tenancy import TenancyTables
+from wuzhao.store.sqlite.triggers import TriggerTables
 
 
-class SqliteStore(FunctionTables, TenancyTables, RecordTables):
+class SqliteStore(FunctionTables, TenancyTables, TriggerTables, RecordTables):
     pass
 
 

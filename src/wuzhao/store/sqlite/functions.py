@@ -64,6 +64,7 @@ class FunctionTables(Connection):
         async with self.transaction() as db:
             await db.execute("DELETE FROM versions WHERE namespace = ? AND function = ?", (namespace, name))
             await db.execute("DELETE FROM aliases WHERE namespace = ? AND function = ?", (namespace, name))
+            await db.execute("DELETE FROM triggers WHERE namespace = ? AND function = ?", (namespace, name))
             # A function made again under the same name starts its versions at 1.
             await db.execute(
                 "DELETE FROM numbering WHERE kind = 'version' AND namespace = ? AND name = ?",

@@ -74,6 +74,19 @@ CREATE TABLE IF NOT EXISTS numbering (
     last INTEGER NOT NULL,
     PRIMARY KEY (kind, namespace, name)
 );
+-- A trigger's spec is its JSON (a tagged union on "type"); function is kept apart to
+-- delete a function's triggers with it. last_tick: the scheduler's last fired tick.
+CREATE TABLE IF NOT EXISTS triggers (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    function TEXT NOT NULL,
+    spec BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_tick INTEGER,
+    PRIMARY KEY (namespace, name)
+);
+CREATE INDEX IF NOT EXISTS triggers_by_function ON triggers (namespace, function);
 CREATE TABLE IF NOT EXISTS invocations (
     id TEXT PRIMARY KEY,
     namespace TEXT NOT NULL,

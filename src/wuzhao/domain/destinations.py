@@ -1,0 +1,105 @@
+"""Destinations: the record of a finished asynchronous call, sent on to another function.
+
+A function's ``on_success`` gets the record of each call that succeeded, its
+``on_failure`` the record of each call that went dead (retries used up, or the
+event too old). The record has Lambda's shape, so handlers written for Lambda
+destinations read it unchanged::
+
+    {"version": "1.0", "timestamp": "...",
+     "requestContext": {"requestId", "functionArn", "condition", "approximateInvokeCount"},
+     "requestPayload": <the event>,
+     "responseContext": {"statusCode", "executedVersion", "functionError"?},
+     "responsePayload": <the result, or the error>}
+
+It is enqueued as an asynchronous call of the destination, with that
+function's own retries. Every call carries its chain in ``origin``
+(``{"chain": first id, "hop": n}``): a record is not sent on past ``MAX_HOPS``,
+so functions that name each other (or themselves) cannot loop forever.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from wuzhao.domain.functions import FunctionConfig
+
+MAX_HOPS = 8  # a record of a record of ... is sent on at most this many times
+SUCCESS = "Success"
+FUNCTION_REF = "wuzhao:function:{namespace}:{function}:{qualifier}"  # Lambda's functionArn, our way
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A call at its end, as its destination record needs it."""
+
+    call_id: str
+    namespace: str
+    function: str
+    qualifier: str | None
+    event: bytes
+    version: str  # what ran last: $LATEST or a number
+    attempts: int
+    condition: str  # SUCCESS or a retries.Reason
+    result: bytes | None = None  # the function's answer (success)
+    error: dict[str, Any] | None = None  # the last error (failure)
+    status: int = 200  # the HTTP status the attempt would have answered
+
+
+def destination(config: FunctionConfig, succeeded: bool) -> str | None:
+    return config.on_success if succeeded else config.on_failure
+
+
+def next_origin(origin: dict[str, Any], call_id: str) -> dict[str, Any] | None:
+    """The origin of the record's call, one hop further; None past MAX_HOPS (not sent)."""
+    hop = int(origin.get("hop", 0)) + 1
+    if hop > MAX_HOPS:
+        return None
+    return {"chain": origin.get("chain", call_id), "hop": hop, "from": call_id}
+
+
+def origin_of_new_call(call_id: str) -> dict[str, Any]:
+    """The origin of a call a client made: the first of its chain."""
+    return {"chain": call_id, "hop": 0}
+
+
+def record(finished: Finished, *, now: float, limit: int) -> bytes:
+    """The record's JSON, at most ``limit`` bytes: the response, then the request payload,
+    give way (null, with ``truncated`` naming them) when it would be larger."""
+    body: dict[str, Any] = {
+        "version": "1.0",
+        "timestamp": _iso(now),
+        "requestContext": {
+            "requestId": finished.call_id,
+            "functionArn": FUNCTION_REF.format(
+                namespace=finished.namespace,
+                function=finished.function,
+                qualifier=finished.qualifier or "$LATEST",
+            ),
+            "condition": finished.condition,
+            "approximateInvokeCount": finished.attempts,
+        },
+        "requestPayload": msgspec.Raw(finished.event),
+        "responseContext": {"statusCode": finished.status, "executedVersion": finished.version},
+        "responsePayload": msgspec.Raw(finished.result) if finished.result is not None else finished.error,
+    }
+    if finished.error is not None:
+        body["responseContext"]["functionError"] = finished.error.get("code", "Unhandled")
+    encoded = msgspec.json.encode(body)
+    truncated: list[str] = []
+    for field in ("responsePayload", "requestPayload"):
+        if len(encoded) <= limit:
+            break
+        body[field] = None
+        truncated.append(field)
+        body["truncated"] = truncated
+        encoded = msgspec.json.encode(body)
+    return encoded
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
