@@ -20,6 +20,7 @@ the body back to the same class, so a caller can ``except NotFound``.
     ├── Throttled                    (429 Throttled)
     ├── QuotaExceeded                (429 QuotaExceeded: the namespace's quota is used up)
     ├── ServiceUnavailable           (503 ServiceUnavailable: shutting down)
+    ├── RecursiveLoop                (508 RecursiveLoop: one chain of calls called a function too often)
     ├── ObjectEventFailed            (500 ObjectEventFailed: the object changed; its event hook failed)
     └── InvocationError              an invocation failed; carries X-Wuzhao-Function-Error
         ├── FunctionError            (500: the handler raised)
@@ -123,6 +124,13 @@ class QuotaExceeded(WuzhaoError):
 class ServiceUnavailable(WuzhaoError):
     status = 503
     code = "ServiceUnavailable"
+
+
+class RecursiveLoop(WuzhaoError):
+    """A chain of calls reached a function's ``max_chain_calls``: the call was not made."""
+
+    status = 508
+    code = "RecursiveLoop"
 
 
 class ObjectEventFailed(WuzhaoError):

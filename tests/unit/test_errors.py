@@ -33,6 +33,7 @@ STATUSES = {
     "PayloadTooLarge": 413,
     "RangeNotSatisfiable": 416,
     "LeaseLost": 409,
+    "RecursiveLoop": 508,
     "ObjectEventFailed": 500,
     "Throttled": 429,
     "Forbidden": 403,
