@@ -227,6 +227,12 @@ class Client:
         max_concurrency: int | None = None,
         min_instances: int | None = None,
         idle_timeout_s: int | None = None,
+        max_retries: int | None = None,
+        retry_delay_s: float | None = None,
+        max_event_age_s: int | None = None,
+        on_success: str | None = None,
+        on_failure: str | None = None,
+        ordering_hold: bool | None = None,
     ) -> Deployment:
         """Create or update function ``name``; return its function object.
 
@@ -239,6 +245,11 @@ class Client:
         ``layers`` are ``"name:version"`` references (see :meth:`push_layer`).
         ``max_concurrency=0`` disables the function (every call gets 429);
         ``min_instances`` keeps that many instances of $LATEST started (provisioned).
+        Asynchronous calls (``docs/async.md``): a failed attempt is retried
+        ``max_retries`` times, the first after ``retry_delay_s`` (doubling after);
+        an event older than ``max_event_age_s`` goes dead; ``on_success`` and
+        ``on_failure`` name functions that get each outcome's record (``""``
+        removes one); ``ordering_hold`` makes a dead call hold its ordering key.
         Deploying the same code and settings again changes nothing.
         """
         if code_dir is not None and code_zip is not None:
@@ -257,6 +268,12 @@ class Client:
             "max_concurrency": max_concurrency,
             "min_instances": min_instances,
             "idle_timeout_s": idle_timeout_s,
+            "max_retries": max_retries,
+            "retry_delay_s": retry_delay_s,
+            "max_event_age_s": max_event_age_s,
+            "on_success": on_success,
+            "on_failure": on_failure,
+            "ordering_hold": ordering_hold,
             "code": _b64(code_zip) if code_zip is not None else None,
         }
         body = {key: value for key, value in fields.items() if value is not None}

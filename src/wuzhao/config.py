@@ -76,9 +76,8 @@ class Settings:
     async_retention_s: float = _setting(
         86400.0,
         "WUZHAO_ASYNC_RETENTION",
-        "Seconds a succeeded asynchronous call stays readable (GET /v1/invocations/{id}) and its "
-        "Idempotency-Key remembered; under 86400 shortens the key's 24 h promise. Dead calls stay until "
-        "redriven or deleted.",
+        "Seconds a succeeded asynchronous call stays readable (GET /v1/invocations/{id}). Idempotency "
+        "keys are remembered 24 h whatever this says; dead calls stay until redriven or deleted.",
     )
     cron_missed_ticks: str = _setting(
         "skip",

@@ -12,7 +12,8 @@ A manifest states the whole wanted configuration of each function it names: a
 setting left out means the server's default, so deleting a line and deploying
 again resets that setting. ``max_concurrency`` and ``idle_timeout_s`` are the
 exception: the API cannot reset them to the server's default yet, so one left
-out keeps its current value (the server's default on create).
+out keeps its current value (the server's default on create). A destination
+(``on_success``, ``on_failure``) left out is sent as ``""``, which removes it.
 
 :func:`deploy` compares each function with the server's current configuration
 and with the SHA-256 of its deterministic zip (:func:`wuzhao.packaging.zip_directory`,
@@ -46,8 +47,11 @@ from wuzhao.domain.functions import (
     FunctionConfig,
     IdleTimeoutS,
     MaxConcurrency,
+    MaxEventAgeS,
+    MaxRetries,
     MemoryMB,
     MinInstances,
+    RetryDelayS,
     TimeoutS,
     handler_module_files,
 )
@@ -83,9 +87,17 @@ FUNCTION_KEYS = (
     "max_concurrency",
     "min_instances",
     "idle_timeout_s",
+    "max_retries",
+    "retry_delay_s",
+    "max_event_age_s",
+    "on_success",
+    "on_failure",
+    "ordering_hold",
 )
 # The settings a deploy sends and compares, in the order changes are reported.
 SETTINGS = FUNCTION_KEYS[1:]
+# Settings the API removes when given "" and shows as null once removed.
+CLEARED_BY_EMPTY = ("on_success", "on_failure")
 
 _DEFAULTS = FunctionConfig()
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -133,13 +145,23 @@ class FunctionSpec:
     max_concurrency: int | None = None  # None: left as it is
     min_instances: int = _DEFAULTS.min_instances
     idle_timeout_s: int | None = None  # None: left as it is
+    max_retries: int = _DEFAULTS.max_retries
+    retry_delay_s: float = _DEFAULTS.retry_delay_s
+    max_event_age_s: int = _DEFAULTS.max_event_age_s
+    on_success: str | None = None  # a function's name; None: no destination
+    on_failure: str | None = None
+    ordering_hold: bool = _DEFAULTS.ordering_hold
     file: str = MANIFEST_FILE
     # Line of every field path read, e.g. {"functions.hello.env.A": 9}.
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def settings(self) -> dict[str, Any]:
-        """What a deploy sends besides the code (settings left as None are not sent)."""
+        """What a deploy sends besides the code (settings left as None are not sent, but a
+        destination left out is sent as "": none, so one set before goes)."""
         values = {key: getattr(self, key) for key in SETTINGS}
+        for key in CLEARED_BY_EMPTY:
+            if values[key] is None:
+                values[key] = ""
         return {key: value for key, value in values.items() if value is not None}
 
     def problem(self, field: str | None, message: str) -> Problem:
@@ -225,7 +247,7 @@ class Outcome:
 
 def differences(spec: FunctionSpec, current: Mapping[str, Any], code_sha256: str) -> tuple[str, ...]:
     """The settings of ``spec`` that ``current`` (a function object) does not have, then ``code``."""
-    changed = [key for key, value in spec.settings().items() if current.get(key) != value]
+    changed = [key for key, value in spec.settings().items() if _current(current, key) != value]
     if current.get("code_sha256") != code_sha256:
         changed.append("code")
     return tuple(changed)
@@ -297,10 +319,22 @@ def _package(spec: FunctionSpec) -> bytes:
         raise ManifestError([spec.problem("code", f"cannot zip {spec.code_dir}: {exc}")]) from None
 
 
+def _current(function: Mapping[str, Any], key: str) -> Any:
+    """A setting of a server's function object, as a manifest states it (no destination: "")."""
+    value = function.get(key)
+    return "" if value is None and key in CLEARED_BY_EMPTY else value
+
+
 def _bounds(annotated: Any) -> tuple[int, int]:
     """``(ge, le)`` of an ``Annotated[int, msgspec.Meta(ge=..., le=...)]`` from the domain."""
     meta = get_args(annotated)[1]
     return int(meta.ge), int(meta.le)
+
+
+def _float_bounds(annotated: Any) -> tuple[float, float]:
+    """``(ge, le)`` of an ``Annotated[float, msgspec.Meta(ge=..., le=...)]`` from the domain."""
+    meta = get_args(annotated)[1]
+    return float(meta.ge), float(meta.le)
 
 
 def _join(path: str, key: str) -> str:
@@ -333,6 +367,12 @@ class _Reader:
             "max_concurrency": lambda node, path: self.integer(node, path, *_bounds(MaxConcurrency)),
             "min_instances": lambda node, path: self.integer(node, path, *_bounds(MinInstances)),
             "idle_timeout_s": lambda node, path: self.integer(node, path, *_bounds(IdleTimeoutS)),
+            "max_retries": lambda node, path: self.integer(node, path, *_bounds(MaxRetries)),
+            "retry_delay_s": lambda node, path: self.number(node, path, *_float_bounds(RetryDelayS)),
+            "max_event_age_s": lambda node, path: self.integer(node, path, *_bounds(MaxEventAgeS)),
+            "on_success": self.function_name,
+            "on_failure": self.function_name,
+            "ordering_hold": self.boolean,
         }
         self._trigger_fields: dict[str, Callable[[yaml.Node, str], Any]] = {
             "function": self.function_name,
@@ -596,6 +636,20 @@ class _Reader:
         value = self.scalar(node)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             self.report(node, path, f"must be an integer from {low} to {high}")
+            return None
+        return value
+
+    def number(self, node: yaml.Node, path: str, low: float, high: float) -> float | None:
+        value = self.scalar(node)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            self.report(node, path, f"must be a number from {low:g} to {high:g}")
+            return None
+        return float(value)
+
+    def boolean(self, node: yaml.Node, path: str) -> bool | None:
+        value = self.scalar(node)
+        if not isinstance(value, bool):
+            self.report(node, path, "must be true or false")
             return None
         return value
 

@@ -451,6 +451,8 @@ def test_an_event_too_old_goes_dead_unrun_and_its_record_says_so(
     call_id = submit(api, "async-aging", {"late": True})
     body = wait_for(api, call_id, timeout=10)
     assert (body["status"], body["attempts"]) == ("dead", [])
+    assert body["error"]["code"] == "EventAgeExceeded"  # no attempt says why: the dead letter does
+    assert "max_event_age_s (2 s)" in body["error"]["message"]
     # Throttled, postponed about 1 s (no attempt used), then given up: the next try would be too late.
     waited = stamp(body["updated_at"]) - stamp(body["enqueued_at"])
     assert 0.8 <= waited <= 2.5, waited
@@ -467,7 +469,8 @@ def test_calls_of_a_deleted_function_go_dead_and_stay_readable(
     ids = [submit(api, "async-doomed", {"n": n}) for n in range(3)]
     assert gauge(api.get("/metrics").text, "wuzhao_async_queue_depth", function="async-doomed") == 3
     assert api.delete("/v1/functions/async-doomed").status_code == 204
-    assert all(wait_for(api, call_id, timeout=10)["status"] == "dead" for call_id in ids)
+    dead = [wait_for(api, call_id, timeout=10) for call_id in ids]
+    assert [(d["status"], d["error"]["code"]) for d in dead] == [("dead", "NotFound")] * 3
     page = api.get("/v1/functions/async-doomed/dead-letters").json()
     assert [d["id"] for d in page["dead_letters"]] == ids
     # Redriving to a function that is gone would only die again: 404 until it exists.

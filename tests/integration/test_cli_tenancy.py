@@ -158,6 +158,9 @@ functions:
   cli-mf-two:
     code: two
     max_concurrency: 5
+    max_retries: 1
+    retry_delay_s: 5
+    on_failure: cli-mf-one
 """
 
 
@@ -181,6 +184,9 @@ def test_manifest_deploys_every_function_and_a_second_run_changes_nothing(
     assert "2 unchanged" in second.stderr
     one = json.loads(ok(server.cli("get", "cli-mf-one")).stdout)
     assert (one["revision"], one["memory_mb"], one["env"]) == (1, 256, {"GREETING": "hi"})
+    two = json.loads(ok(server.cli("get", "cli-mf-two")).stdout)
+    assert (two["max_retries"], two["retry_delay_s"], two["on_failure"]) == (1, 5.0, "cli-mf-one")
+    assert (one["max_retries"], one["on_failure"], one["ordering_hold"]) == (2, None, False)
     assert json.loads(ok(server.cli("invoke", "cli-mf-two")).stdout) == "two"
 
     write(tmp_path, {"wuzhao.yaml": MANIFEST.replace("256", "512")})

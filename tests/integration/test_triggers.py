@@ -9,20 +9,16 @@ from __future__ import annotations
 import base64
 import calendar
 import collections
-import hashlib
 import json
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.conftest import zip_files
 from tests.integration.conftest import Server
-
-from wuzhao.sandbox.cgroups import CGROUP_ROOT
 
 # Written for API Gateway (HTTP API, payload 2.0) and nothing else: it must work unchanged.
 API_GATEWAY = """
@@ -319,7 +315,7 @@ def epoch(iso: str) -> int:
 def test_triggers_survive_a_restart_and_each_tick_fires_once(
     start_server: Callable[..., Server], code: Callable[..., str]
 ) -> None:
-    server = start_server()
+    server = start_server(WUZHAO_CRON_GRACE="60")  # the restart is well within it, even when slow
     api = server.client()
     assert api.put("/v1/functions/ticks", json={"code": code({"main.py": TICKS})}).status_code == 201
     assert api.put("/v1/functions/apigw", json={"code": code({"main.py": API_GATEWAY})}).status_code == 201
@@ -329,7 +325,7 @@ def test_triggers_survive_a_restart_and_each_tick_fires_once(
     wait_for_ticks(api, "ticks", 3)
     assert server.stop() == 0
 
-    restarted = start_server(data_dir=server.data_dir)
+    restarted = start_server(data_dir=server.data_dir, WUZHAO_CRON_GRACE="60")
     api = restarted.client()
     after = {t["name"]: t for t in api.get("/v1/triggers").json()["triggers"]}
     assert after.keys() == before.keys()
@@ -343,24 +339,12 @@ def test_triggers_survive_a_restart_and_each_tick_fires_once(
 
     times = [epoch(run["time"]) for run in runs]
     assert len(set(times)) == len(times), f"a tick ran twice: {collections.Counter(times).most_common(3)}"
-    # The restart took less than the grace (10 s): the ticks it was down for fired late, none was lost.
+    # The restart took less than the grace: the ticks it was down for fired late, none was lost.
     assert sorted(times) == list(range(min(times), max(times) + 1)), times
     assert min(times) > epoch(timer["created_at"][:19] + "Z")
     assert len({run["call"] for run in runs}) == len(runs)
     assert len({run["id"] for run in runs}) == len(runs)
     assert {(run["source"], run["detail-type"]) for run in runs} == {("wuzhao.scheduler", "Scheduled Event")}
-
-
-def thaw_left_instances(data_dir: Path) -> None:
-    """Thaw the instances a killed server left frozen (idle), so that the next start can kill them.
-
-    A workaround: the start's sweep of leftover cgroups (``sandbox/cgroups.py``) kills a frozen
-    instance without thawing it, so the kill never lands and the start fails ("cgroup ... still
-    busy"). Remove this once the sweep thaws first.
-    """
-    server_id = hashlib.sha256(str(data_dir.absolute()).encode()).hexdigest()[:12]
-    for state in Path(CGROUP_ROOT, "freezer", "wuzhao", server_id).glob("*/freezer.state"):
-        state.write_text("THAWED")
 
 
 def test_a_killed_server_never_makes_two_calls_of_one_tick(
@@ -376,7 +360,6 @@ def test_a_killed_server_never_makes_two_calls_of_one_tick(
         assert server.process is not None
         server.process.send_signal(signal.SIGKILL)
         server.process.wait()
-        thaw_left_instances(server.data_dir)
         server = start_server(data_dir=server.data_dir)
         api = server.client()
     seen = len(ticks_in_logs(api, "ticks"))
@@ -394,7 +377,7 @@ def test_a_killed_server_never_makes_two_calls_of_one_tick(
 
 def test_missed_ticks_are_skipped_or_caught_up_once(start_server: Callable[..., Server]) -> None:
     # A small grace: the ticks of the seconds the server is down are missed, not late.
-    server = start_server(WUZHAO_CRON_GRACE="0.5")
+    server = start_server(WUZHAO_CRON_GRACE="2")
     api = server.client()
     assert api.put("/v1/functions/ticks", json={"code": package({"main.py": TICKS})}).status_code == 201
     put_trigger(api, "skips", function="ticks", type="cron", schedule="rate(1 second)")
@@ -408,8 +391,8 @@ def test_missed_ticks_are_skipped_or_caught_up_once(start_server: Callable[..., 
     )
     wait_for_ticks(api, "ticks", 2)
     assert server.stop() == 0
-    time.sleep(5)
-    server = start_server(data_dir=server.data_dir, WUZHAO_CRON_GRACE="0.5")
+    time.sleep(6)
+    server = start_server(data_dir=server.data_dir, WUZHAO_CRON_GRACE="2")
     api = server.client()
     seen = len(ticks_in_logs(api, "ticks"))
     wait_for_ticks(api, "ticks", seen + 4)

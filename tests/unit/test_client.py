@@ -1,4 +1,5 @@
 import base64
+import inspect
 import io
 import itertools
 import json
@@ -21,6 +22,7 @@ from wuzhao.client import (
     resolve_data_dir,
     resolve_url,
 )
+from wuzhao.domain.functions import FunctionUpdate
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -474,6 +476,35 @@ def test_deploy_can_clear_secrets_and_layers(make_client: Callable[..., Any]) ->
     client.deploy("hello", secrets={}, layers=[])
 
     assert json.loads(recorder.last.content) == {"secrets": {}, "layers": []}
+
+
+def test_deploy_sends_the_async_settings(make_client: Callable[..., Any]) -> None:
+    client, recorder = make_client(answer(200, FUNCTION))
+
+    client.deploy(
+        "hello",
+        max_retries=0,
+        retry_delay_s=0.5,
+        max_event_age_s=120,
+        on_success="audit",
+        on_failure="",
+        ordering_hold=False,
+    )
+
+    assert json.loads(recorder.last.content) == {
+        "max_retries": 0,  # 0, "" and False are settings, not "left as is"
+        "retry_delay_s": 0.5,
+        "max_event_age_s": 120,
+        "on_success": "audit",
+        "on_failure": "",  # removes the destination
+        "ordering_hold": False,
+    }
+
+
+def test_deploy_takes_every_setting_the_server_does() -> None:
+    # A setting added to PUT /v1/functions/{name} and forgotten here could not be deployed.
+    accepted = set(FunctionUpdate.__struct_fields__)
+    assert accepted <= set(inspect.signature(Client.deploy).parameters) | {"code"}
 
 
 # -- versions and aliases ------------------------------------------------------

@@ -1,12 +1,16 @@
 import hashlib
+import inspect
+import json
 import textwrap
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 
 from wuzhao import errors, manifest
 from wuzhao.client import Client, Deployment
+from wuzhao.domain.functions import FunctionConfig
 from wuzhao.manifest import Change, FunctionSpec, ManifestError, Problem
 from wuzhao.packaging import zip_directory
 
@@ -57,6 +61,12 @@ def test_every_setting(project: Path) -> None:
             network: outbound
             max_concurrency: 0
             idle_timeout_s: 60
+            max_retries: 0
+            retry_delay_s: 2
+            max_event_age_s: 600
+            on_success: audit
+            on_failure: world
+            ordering_hold: true
         """,
     )
 
@@ -72,6 +82,12 @@ def test_every_setting(project: Path) -> None:
         network="outbound",
         max_concurrency=0,
         idle_timeout_s=60,
+        max_retries=0,
+        retry_delay_s=2.0,
+        max_event_age_s=600,
+        on_success="audit",
+        on_failure="world",
+        ordering_hold=True,
     )
     assert hello.settings() == {
         "runtime": "python3.11",
@@ -85,7 +101,19 @@ def test_every_setting(project: Path) -> None:
         "max_concurrency": 0,
         "min_instances": 0,
         "idle_timeout_s": 60,
+        "max_retries": 0,
+        "retry_delay_s": 2.0,
+        "max_event_age_s": 600,
+        "on_success": "audit",
+        "on_failure": "world",
+        "ordering_hold": True,
     }
+    assert isinstance(hello.settings()["retry_delay_s"], float)
+
+
+def test_the_manifest_knows_every_setting_of_a_function() -> None:
+    # A setting added to functions and forgotten here could not be written in a manifest.
+    assert set(manifest.SETTINGS) == set(FunctionConfig.__struct_fields__)
 
 
 def test_defaults_are_the_servers_and_two_limits_are_left_alone(project: Path) -> None:
@@ -101,6 +129,12 @@ def test_defaults_are_the_servers_and_two_limits_are_left_alone(project: Path) -
         "layers": [],
         "network": "none",
         "min_instances": 0,
+        "max_retries": 2,
+        "retry_delay_s": 60.0,
+        "max_event_age_s": 21_600,
+        "on_success": "",  # none: one set before is removed
+        "on_failure": "",
+        "ordering_hold": False,
     }
 
 
@@ -140,6 +174,7 @@ def test_the_documented_example_is_valid(tmp_path: Path) -> None:
 
     assert [f.name for f in loaded.functions] == ["hello", "resize", "thumbnail"]
     assert loaded.functions[2].timeout_s == 300
+    assert (loaded.functions[2].max_retries, loaded.functions[2].on_failure) == (1, "hello")  # merged
     types = [(t.name, t.settings()["type"]) for t in loaded.triggers]
     assert types == [("hello-http", "http"), ("nightly", "cron")]
 
@@ -267,6 +302,38 @@ def test_load_of_a_missing_file(tmp_path: Path) -> None:
             "functions:\n  hello:\n    code: hello\n    layers:\n      - deps:3\n      - deps\n",
             'wuzhao.yaml:6: functions.hello.layers[1]: must be a layer reference "name:version"',
         ),
+        (
+            "functions:\n  hello:\n    code: hello\n    max_retries: 11\n",
+            "wuzhao.yaml:4: functions.hello.max_retries: must be an integer from 0 to 10",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    retry_delay_s: 0.05\n",
+            "wuzhao.yaml:4: functions.hello.retry_delay_s: must be a number from 0.1 to 3600",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    retry_delay_s: soon\n",
+            "wuzhao.yaml:4: functions.hello.retry_delay_s: must be a number from 0.1 to 3600",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    retry_delay_s: .nan\n",
+            "wuzhao.yaml:4: functions.hello.retry_delay_s: must be a number from 0.1 to 3600",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    max_event_age_s: 0\n",
+            "wuzhao.yaml:4: functions.hello.max_event_age_s: must be an integer from 1 to 21600",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    on_success: Audit Log\n",
+            "wuzhao.yaml:4: functions.hello.on_success: 'Audit Log' is not a function name",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    on_failure: ''\n",
+            "wuzhao.yaml:4: functions.hello.on_failure: must be a non-empty string",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    ordering_hold: 1\n",
+            "wuzhao.yaml:4: functions.hello.ordering_hold: must be true or false",
+        ),
     ],
 )
 def test_each_error_names_line_and_field(project: Path, text: str, expected: str) -> None:
@@ -338,6 +405,8 @@ def server_view(spec: FunctionSpec, sha: str, **changes: Any) -> dict[str, Any]:
     view = {
         "name": spec.name,
         **spec.settings(),
+        "on_success": spec.on_success,  # the server shows no destination as null, never ""
+        "on_failure": spec.on_failure,
         "max_concurrency": None,
         "idle_timeout_s": None,
         "code_sha256": sha,
@@ -355,6 +424,10 @@ def server_view(spec: FunctionSpec, sha: str, **changes: Any) -> dict[str, Any]:
         ({"env": {"A": "2"}, "code_sha256": "other"}, ("env", "code")),
         ({"layers": ["b:1", "a:1"]}, ("layers",)),  # order is the import order: it matters
         ({"max_concurrency": 7, "idle_timeout_s": 9}, ()),  # not in the manifest: left alone
+        ({"max_retries": 0, "retry_delay_s": 0.5}, ("max_retries", "retry_delay_s")),
+        ({"max_event_age_s": 60, "ordering_hold": True}, ("max_event_age_s", "ordering_hold")),
+        ({"retry_delay_s": 60}, ()),  # 60 is 60.0
+        ({"on_failure": "alert"}, ("on_failure",)),  # not in the manifest: removed
     ],
 )
 def test_differences(project: Path, changes: dict[str, Any], expected: tuple[str, ...]) -> None:
@@ -367,6 +440,15 @@ def test_limits_given_in_the_manifest_are_compared(project: Path) -> None:
     wanted = spec(project, max_concurrency=3)
 
     assert manifest.differences(wanted, server_view(wanted, "sha"), "sha") == ("max_concurrency",)
+
+
+def test_destinations_are_compared_as_the_server_shows_them(project: Path) -> None:
+    wanted = spec(project, on_success="audit")
+    current = server_view(wanted, "sha")
+
+    assert manifest.differences(wanted, current, "sha") == ()
+    assert manifest.differences(wanted, {**current, "on_success": None}, "sha") == ("on_success",)
+    assert manifest.differences(wanted, {**current, "on_success": "other"}, "sha") == ("on_success",)
 
 
 # -- deploy --------------------------------------------------------------------
@@ -384,6 +466,8 @@ class FakeClient:
         return list(self.functions.values())
 
     def deploy(self, name: str, *, code_zip: bytes | None = None, **settings: Any) -> Deployment:
+        # Only what the real client takes (a setting it lacks is a TypeError there, and here).
+        inspect.signature(Client.deploy).bind(self, name, code_zip=code_zip, **settings)
         if self.refuse is not None:
             raise self.refuse
         self.deployed.append((name, {**settings, "code": code_zip is not None}))
@@ -439,6 +523,44 @@ def test_deploy_sends_what_changed_and_code_only_when_it_changed(project: Path) 
     assert (hello, hello_settings["code"], hello_settings["memory_mb"]) == ("hello", False, 512)
     assert (world, world_settings["code"]) == ("world", True)
     assert outcomes[0].function is not None and outcomes[0].function["revision"] == 2
+
+
+def test_every_setting_goes_through_the_real_client(project: Path) -> None:
+    # The SDK, not a fake: a setting the manifest sends and Client.deploy lacks is a TypeError.
+    sent: list[dict[str, Any]] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"functions": []})
+        sent.append(json.loads(request.content))
+        return httpx.Response(201, json={"name": "hello", "revision": 1})
+
+    loaded = parse(
+        project,
+        """
+        functions:
+          hello:
+            code: hello
+            memory_mb: 256
+            max_retries: 0
+            retry_delay_s: 0.5
+            max_event_age_s: 120
+            on_failure: world
+            ordering_hold: true
+          world: {code: world}
+        """,
+    )
+    transport = httpx.MockTransport(server)
+    with Client(url="http://wuzhao.test", api_key="k", environ={}, transport=transport) as client:
+        outcomes = list(manifest.deploy(client, loaded))
+
+    assert [o.change for o in outcomes] == [Change.CREATED, Change.CREATED]
+    hello, world = sent
+    assert {key: hello[key] for key in manifest.SETTINGS if key in hello} == loaded.functions[0].settings()
+    assert (hello["max_retries"], hello["retry_delay_s"], hello["on_failure"]) == (0, 0.5, "world")
+    assert (hello["on_success"], hello["ordering_hold"]) == ("", True)
+    assert (world["max_retries"], world["on_failure"], world["ordering_hold"]) == (2, "", False)
+    assert "code" in hello and "code" in world
 
 
 def test_dry_run_sends_nothing(project: Path) -> None:

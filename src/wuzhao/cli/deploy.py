@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from wuzhao import manifest
 from wuzhao.cli import output
 from wuzhao.cli.session import Session
-from wuzhao.domain.functions import NETWORK_MODES
+from wuzhao.domain.functions import NETWORK_MODES, MaxEventAgeS, MaxRetries, RetryDelayS
 from wuzhao.packaging import zip_directory
 
 
@@ -30,6 +30,14 @@ def _pairs(what: str) -> Any:
         return pairs
 
     return parse
+
+
+def _within(annotated: Any) -> click.IntRange | click.FloatRange:
+    """The bounds the server checks (the domain's ``Annotated`` type), checked here already."""
+    kind, meta = get_args(annotated)
+    if kind is int:
+        return click.IntRange(meta.ge, meta.le)
+    return click.FloatRange(meta.ge, meta.le)
 
 
 def _layers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str] | None:
@@ -105,6 +113,42 @@ def _layers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
     type=click.IntRange(min=1),
     metavar="SECONDS",
     help="Stop an instance after this long without a call.",
+)
+@click.option(
+    "--max-retries",
+    type=_within(MaxRetries),
+    metavar="N",
+    help="Async calls: how many times a failed attempt is retried before the call goes dead.",
+)
+@click.option(
+    "--retry-delay",
+    "retry_delay_s",
+    type=_within(RetryDelayS),
+    metavar="SECONDS",
+    help="Async calls: the wait before the first retry; each next one waits twice as long.",
+)
+@click.option(
+    "--max-event-age",
+    "max_event_age_s",
+    type=_within(MaxEventAgeS),
+    metavar="SECONDS",
+    help="Async calls: an event older than this is not tried again; it goes dead.",
+)
+@click.option(
+    "--on-success",
+    metavar="FUNCTION",
+    help='Async calls: queue a record of each success for this function ("" removes it).',
+)
+@click.option(
+    "--on-failure",
+    metavar="FUNCTION",
+    help='Async calls: queue a record of each call that goes dead for this function ("" removes it).',
+)
+@click.option(
+    "--ordering-hold/--no-ordering-hold",
+    default=None,
+    help="Async calls: a dead call holds its ordering key (later calls of the key wait) until it is "
+    "redriven or removed.",
 )
 @click.pass_context
 def deploy(

@@ -121,6 +121,7 @@ def function_panel(function: dict[str, Any]) -> Panel:
         ("layers", ", ".join(function.get("layers") or []) or "-"),
         ("concurrency", _or_default(function.get("max_concurrency"))),
         ("idle timeout", _or_default(function.get("idle_timeout_s"), " s")),
+        *_async_rows(function),
         ("code", f"{human_size(function['code_size'])}, sha256 {function['code_sha256']}"),
         ("revision", str(function["revision"])),
         ("instances", instances(function)),
@@ -130,6 +131,23 @@ def function_panel(function: dict[str, Any]) -> Panel:
     for label, value in rows:
         grid.add_row(label, Text(value))  # Text: user values are never read as markup
     return Panel(grid, title=Text(function["name"], style="bold"), title_align="left", expand=False)
+
+
+def _async_rows(function: dict[str, Any]) -> list[tuple[str, str]]:
+    """How the function's asynchronous calls are retried and sent on (none from a server
+    older than asynchronous calls)."""
+    if "max_retries" not in function:
+        return []
+    retries = function["max_retries"]
+    delay = f", first after {function['retry_delay_s']:g} s, then doubling" if retries else ""
+    hold = function.get("ordering_hold")
+    return [
+        ("retries", f"{retries}{delay}"),
+        ("event age", f"at most {function['max_event_age_s']} s"),
+        ("on success", function.get("on_success") or "-"),
+        ("on failure", function.get("on_failure") or "-"),
+        ("ordering", "a dead call holds its key" if hold else "a dead call lets its key go on"),
+    ]
 
 
 def log_line(line: dict[str, Any]) -> str:

@@ -86,6 +86,11 @@ class Cgroup:
         about a second after an OOM kill: the caller retries after a pause.
         """
         self.kill_all()
+        # A frozen process keeps its SIGKILL pending until thawed (cgroup v1): the
+        # idle instances of a server killed with -9 stay frozen, and their group
+        # would stay busy forever. Killed first, they die as soon as they thaw.
+        with contextlib.suppress(OSError):
+            self.thaw()
         gone = True
         for path in self.dirs.values():
             try:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from wuzhao.config import Settings
 from wuzhao.control.triggers import Triggers
-from wuzhao.domain import destinations, schedules
+from wuzhao.domain import chains, schedules
 from wuzhao.domain import triggers as rules
 from wuzhao.domain.triggers import CronTrigger
 from wuzhao.domain.versions import Executable
@@ -149,7 +149,8 @@ class Scheduler:
                 qualifier=spec.qualifier,
                 idempotency_key=f"cron:{name}:{tick}",
                 lease_s=lease_seconds(self._settings, timeout_s),
-                origin={**destinations.origin_of_new_call(call_id), "trigger": name},
+                # A tick starts a chain of its own (domain/chains.py), and says which trigger fired it.
+                origin={**chains.start(spec.function, call_id).to_origin(), "trigger": name},
             )
         )
         if not created:  # enqueued before a crash, not recorded: the queue kept the first call

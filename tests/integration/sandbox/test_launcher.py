@@ -647,12 +647,16 @@ def test_close_kills_live_instances(tmp_path: Path) -> None:
     run(tmp_path, test)
 
 
-def test_start_sweeps_the_leftovers_of_a_crashed_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize("frozen", [False, True], ids=["running", "frozen"])
+def test_start_sweeps_the_leftovers_of_a_crashed_server(tmp_path: Path, frozen: bool) -> None:
+    # A server killed with -9 leaves its idle instances frozen: a kill lands only once they thaw.
     async def test(r: Rig) -> None:
         stale = CgroupTree(f"wuzhao/{r.server_id}").create("stale", memory_mb=64, cpu_shares=2, pids_max=4)
         with subprocess.Popen(["sleep", "60"]) as sleeper:
             for procs in stale.procs_files:
                 Path(procs).write_text(str(sleeper.pid))
+            if frozen:
+                stale.freeze()
             # A second launcher with the same server id plays the restarted server.
             second = ZygoteLauncher(state_dir=tmp_path / "state2", server_id=r.server_id)
             await second.start()

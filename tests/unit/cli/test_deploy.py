@@ -43,6 +43,12 @@ def on_server(project: Path, name: str, **settings: Any) -> dict[str, Any]:
         "max_concurrency": None,
         "min_instances": 0,
         "idle_timeout_s": None,
+        "max_retries": 2,
+        "retry_delay_s": 60.0,
+        "max_event_age_s": 21600,
+        "on_success": None,
+        "on_failure": None,
+        "ordering_hold": False,
         "code_sha256": sha,
         "code_size": 141,
         **settings,
@@ -64,6 +70,47 @@ def test_deploy_sends_secrets_layers_and_limits(run: Callable[..., Run], tmp_pat
     assert body["secrets"] == {"DB": "db-pass", "API": "api-key"}
     assert body["layers"] == ["deps:3", "tools:1"]
     assert (body["max_concurrency"], body["idle_timeout_s"]) == (0, 60)
+
+
+def test_deploy_sends_the_async_settings(run: Callable[..., Run], tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text("")
+    args = ["deploy", str(tmp_path), "-n", "hello", "--max-retries", "0", "--retry-delay", "0.5"]
+    args += ["--max-event-age", "120", "--on-success", "audit", "--on-failure", "", "--ordering-hold"]
+
+    done = run(args, ok(FUNCTION, 200))
+
+    assert done.result.exit_code == 0, done.result.output
+    body = json.loads(done.request.content)
+    assert {key: body[key] for key in ("max_retries", "retry_delay_s", "max_event_age_s")} == {
+        "max_retries": 0,
+        "retry_delay_s": 0.5,
+        "max_event_age_s": 120,
+    }
+    assert (body["on_success"], body["on_failure"], body["ordering_hold"]) == ("audit", "", True)
+
+
+def test_deploy_leaves_unnamed_async_settings_alone(run: Callable[..., Run], tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text("")
+
+    done = run(["deploy", str(tmp_path), "-n", "hello", "--no-ordering-hold"], ok(FUNCTION, 200))
+
+    assert done.result.exit_code == 0, done.result.output
+    body = json.loads(done.request.content)
+    assert set(body) == {"code", "ordering_hold"} and body["ordering_hold"] is False
+
+
+@pytest.mark.parametrize(
+    ("option", "bad"),
+    [("--max-retries", "11"), ("--retry-delay", "0.01"), ("--max-event-age", "0"), ("--max-event-age", "1h")],
+)
+def test_deploy_checks_the_async_bounds(
+    run: Callable[..., Run], tmp_path: Path, option: str, bad: str
+) -> None:
+    done = run(["deploy", str(tmp_path), "-n", "hello", option, bad])
+
+    assert done.result.exit_code == 2
+    assert option in done.result.stderr
+    assert done.server.requests == []
 
 
 @pytest.mark.parametrize(
@@ -91,6 +138,7 @@ def test_deploy_rejects_malformed_references(
         (["deploy", "-n", "hello"], "both DIR and --name"),
         (["deploy", ".", "-n", "hello", "-f", "x.yaml"], "leave out DIR and --name"),
         (["deploy", "--memory", "256"], "--memory: only with DIR and --name"),
+        (["deploy", "--no-ordering-hold"], "--ordering-hold: only with DIR and --name"),
     ],
 )
 def test_deploy_usage_errors(run: Callable[..., Run], project: Path, args: list[str], expected: str) -> None:
@@ -155,6 +203,21 @@ def test_manifest_deploy_says_what_changed(run: Callable[..., Run], project: Pat
         "updated hello (memory_mb, env): revision 4, 2.0 KiB, sha256 3fa2c1d0e9b7"
     )
     assert "code" not in json.loads(done.server.requests[1].content)  # the code did not change
+
+
+def test_manifest_deploy_sends_the_async_settings(run: Callable[..., Run], project: Path) -> None:
+    (project / "wuzhao.yaml").write_text(MANIFEST + "    max_retries: 0\n    on_failure: hello\n")
+    functions = [on_server(project, "hello"), on_server(project, "world")]
+
+    done = run(["deploy"], ok({"functions": functions}), ok({**FUNCTION, "name": "world", "revision": 4}))
+
+    assert done.result.exit_code == 0, done.result.output
+    assert done.result.stdout.splitlines() == [
+        "unchanged hello: revision 3",
+        "updated world (max_retries, on_failure): revision 4, 2.0 KiB, sha256 3fa2c1d0e9b7",
+    ]
+    body = json.loads(done.request.content)
+    assert (body["max_retries"], body["on_failure"], body["on_success"]) == (0, "hello", "")
 
 
 def test_manifest_dry_run(run: Callable[..., Run], project: Path) -> None:

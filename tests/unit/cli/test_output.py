@@ -40,6 +40,38 @@ def test_function_panel_shows_secret_names_layers_and_limits() -> None:
     assert "idle timeout  server default" in text
 
 
+ASYNC = {
+    "max_retries": 2,
+    "retry_delay_s": 0.5,
+    "max_event_age_s": 3600,
+    "on_success": None,
+    "on_failure": "alert",
+    "ordering_hold": True,
+}
+
+
+def test_function_panel_shows_how_async_calls_are_retried_and_sent_on() -> None:
+    text = shown(output.function_panel({**FUNCTION, **ASYNC}))
+
+    assert "retries       2, first after 0.5 s, then doubling" in text
+    assert "event age     at most 3600 s" in text
+    assert "on success    -" in text
+    assert "on failure    alert" in text
+    assert "ordering      a dead call holds its key" in text
+
+
+def test_function_panel_without_retries_or_hold() -> None:
+    text = shown(output.function_panel({**FUNCTION, **ASYNC, "max_retries": 0, "ordering_hold": False}))
+
+    assert "retries       0 " in text
+    assert "first after" not in text  # no retry: no delay to tell
+    assert "a dead call lets its key go on" in text
+
+
+def test_function_panel_of_a_server_without_async_calls() -> None:
+    assert "retries" not in shown(output.function_panel(FUNCTION))
+
+
 def test_tables_never_read_user_values_as_markup() -> None:
     text = shown(output.table(["NAME"], [["[bold]x[/bold]"]]))
 

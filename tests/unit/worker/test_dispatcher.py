@@ -289,8 +289,6 @@ def test_a_call_whose_attempts_keep_killing_the_worker_goes_dead(settings: Setti
         assert state.error is not None and state.error["code"] == "LeaseExpired"
         assert "max_retries 2" in state.error["message"]
         assert state.deliveries == 4  # the fourth lease found no retry left
-        records = await until(queue, [worker.ran[0]] if worker.ran else [], {"succeeded"})
-        assert records == []
 
     worker = run(
         settings,

@@ -105,7 +105,12 @@ def test_each_tick_is_one_asynchronous_call(open_node: OpenNode) -> None:
             (call,) = await node.calls()
             assert (call.namespace, call.function, call.qualifier) == ("default", "job", None)
             assert call.idempotency_key == "cron:every-minute:1060"
-            assert call.origin == {"chain": call.id, "hop": 0, "trigger": "every-minute"}
+            assert call.origin == {
+                "chain": call.id,
+                "hop": 0,
+                "counts": {"job": 1},
+                "trigger": "every-minute",
+            }
             assert call.lease_s == lease_seconds(node.settings, 12)
             assert call.enqueued_at == 1060.05
             event = json.loads(call.event)
