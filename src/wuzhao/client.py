@@ -233,6 +233,8 @@ class Client:
         on_success: str | None = None,
         on_failure: str | None = None,
         ordering_hold: bool | None = None,
+        max_chain_calls: int | None = None,
+        recursive_loop: str | None = None,
     ) -> Deployment:
         """Create or update function ``name``; return its function object.
 
@@ -250,6 +252,10 @@ class Client:
         an event older than ``max_event_age_s`` goes dead; ``on_success`` and
         ``on_failure`` name functions that get each outcome's record (``""``
         removes one); ``ordering_hold`` makes a dead call hold its ordering key.
+        Loops (``docs/triggers.md``): one chain of calls (through triggers, destinations and
+        in-function calls) may call the function ``max_chain_calls`` times (1-1000, 16 by
+        default); the next call is not made, unless ``recursive_loop="allow"`` (the default
+        is ``"terminate"``).
         Deploying the same code and settings again changes nothing.
         """
         if code_dir is not None and code_zip is not None:
@@ -274,6 +280,8 @@ class Client:
             "on_success": on_success,
             "on_failure": on_failure,
             "ordering_hold": ordering_hold,
+            "max_chain_calls": max_chain_calls,
+            "recursive_loop": recursive_loop,
             "code": _b64(code_zip) if code_zip is not None else None,
         }
         body = {key: value for key, value in fields.items() if value is not None}
@@ -783,8 +791,11 @@ class Client:
         (default ``["ANY"]``) and ``auth`` (``"key"``, the default, or ``"none"``); the answer's
         ``url_path`` is where it answers (see :meth:`trigger_url`). ``type="cron"`` takes
         ``schedule`` (``"rate(5 minutes)"`` or a cron expression), ``timezone`` and
-        ``missed_ticks`` (``"skip"`` or ``"catch_up_one"``). Settings left out take their
-        defaults: a put states the whole trigger.
+        ``missed_ticks`` (``"skip"`` or ``"catch_up_one"``). ``type="object"`` takes
+        ``bucket``, ``events`` (``["created"]`` by default, or ``"deleted"``, or both),
+        ``prefix`` and ``suffix``. ``type="topic"`` takes ``topic`` and ``filter``
+        (attribute name -> the values it may have; see :meth:`publish_message`). Settings
+        left out take their defaults: a put states the whole trigger.
         """
         body: dict[str, Any] = {"type": type, "function": function, **settings}
         if qualifier is not None:
@@ -804,6 +815,19 @@ class Client:
 
     def delete_trigger(self, name: str) -> None:
         self._request("DELETE", _path("triggers", name))
+
+    def publish_message(
+        self, topic: str, message: Any, attributes: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Publish ``message`` to ``topic``: every topic trigger of it whose filter passes
+        ``attributes`` (names to string values) gets an asynchronous call, all queued when this
+        returns. ``message`` is text, or any JSON value (subscribers get its JSON as the text).
+        The answer: ``{"message_id", "deliveries"}``, the number of calls queued.
+
+        (Not ``publish``: that publishes a function's version.)"""
+        body = {"message": message, "attributes": dict(attributes or {})}
+        published: dict[str, Any] = self._json("POST", _path("topics", topic, "messages"), json=body)
+        return published
 
     def trigger_url(self, trigger: Mapping[str, Any], **parameters: str) -> str:
         """The address of an HTTP trigger (an object from :meth:`put_trigger` or :meth:`get_trigger`),

@@ -44,8 +44,10 @@ from wuzhao.domain.functions import (
     HANDLER_PATTERN,
     NAME_PATTERN,
     NETWORK_MODES,
+    RECURSIVE_LOOP_MODES,
     FunctionConfig,
     IdleTimeoutS,
+    MaxChainCalls,
     MaxConcurrency,
     MaxEventAgeS,
     MaxRetries,
@@ -71,9 +73,10 @@ TOP_LEVEL_KEYS = ("functions", "triggers")
 TRIGGER_KEYS = {
     "http": ("type", "function", "qualifier", "path", "methods", "auth"),
     "cron": ("type", "function", "qualifier", "schedule", "timezone", "missed_ticks"),
+    "object": ("type", "function", "qualifier", "bucket", "events", "prefix", "suffix"),
+    "topic": ("type", "function", "qualifier", "topic", "filter"),
 }
-TRIGGER_REQUIRED = {"http": "path", "cron": "schedule"}
-UNDELIVERED_TYPES = ("object", "topic")
+TRIGGER_REQUIRED = {"http": "path", "cron": "schedule", "object": "bucket", "topic": "topic"}
 FUNCTION_KEYS = (
     "code",
     "runtime",
@@ -93,6 +96,8 @@ FUNCTION_KEYS = (
     "on_success",
     "on_failure",
     "ordering_hold",
+    "max_chain_calls",
+    "recursive_loop",
 )
 # The settings a deploy sends and compares, in the order changes are reported.
 SETTINGS = FUNCTION_KEYS[1:]
@@ -151,6 +156,8 @@ class FunctionSpec:
     on_success: str | None = None  # a function's name; None: no destination
     on_failure: str | None = None
     ordering_hold: bool = _DEFAULTS.ordering_hold
+    max_chain_calls: int = _DEFAULTS.max_chain_calls
+    recursive_loop: str = _DEFAULTS.recursive_loop
     file: str = MANIFEST_FILE
     # Line of every field path read, e.g. {"functions.hello.env.A": 9}.
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -373,6 +380,8 @@ class _Reader:
             "on_success": self.function_name,
             "on_failure": self.function_name,
             "ordering_hold": self.boolean,
+            "max_chain_calls": lambda node, path: self.integer(node, path, *_bounds(MaxChainCalls)),
+            "recursive_loop": lambda node, path: self.choice(node, path, RECURSIVE_LOOP_MODES),
         }
         self._trigger_fields: dict[str, Callable[[yaml.Node, str], Any]] = {
             "function": self.function_name,
@@ -383,6 +392,12 @@ class _Reader:
             "schedule": self.string,
             "timezone": self.string,
             "missed_ticks": lambda node, path: self.choice(node, path, MISSED_TICKS),
+            "bucket": self.string,
+            "events": self.object_events,
+            "prefix": self.affix,
+            "suffix": self.affix,
+            "topic": self.string,
+            "filter": self.topic_filter,
         }
 
     def report(self, node: yaml.Node, path: str, message: str) -> None:
@@ -505,8 +520,9 @@ class _Reader:
             self.report(key_node, f"{path}.type", f"is missing: one of {', '.join(TRIGGER_KEYS)}")
             return None
         if kind not in TRIGGER_KEYS:
-            why = "is not delivered by this version yet" if kind in UNDELIVERED_TYPES else "is unknown"
-            self.report(given["type"][1], f"{path}.type", f"{kind!r} {why}; types: {', '.join(TRIGGER_KEYS)}")
+            self.report(
+                given["type"][1], f"{path}.type", f"{kind!r} is unknown; types: {', '.join(TRIGGER_KEYS)}"
+            )
             return None
         values: dict[str, Any] = {"type": kind}
         for key, (setting_node, value) in given.items():
@@ -557,6 +573,37 @@ class _Reader:
             self.report(node, path, "must be a method (GET), ANY, or a list of methods")
             return None
         return [str(method) for method in found]
+
+    def object_events(self, node: yaml.Node, path: str) -> list[str] | None:
+        """``created``, ``deleted`` or a list of them."""
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        found = [self.text(item) for item in items]
+        if not found or any(event not in trigger_rules.OBJECT_EVENTS for event in found):
+            self.report(node, path, "must be created, deleted, or a list of them")
+            return None
+        return [str(event) for event in found]
+
+    def affix(self, node: yaml.Node, path: str) -> str | None:
+        """A key's prefix or suffix, as written (``2024`` is "2024"); empty is allowed."""
+        if not isinstance(node, yaml.ScalarNode):
+            self.report(node, path, "must be a string (the start or end of object keys)")
+            return None
+        return str(node.value)
+
+    def topic_filter(self, node: yaml.Node, path: str) -> dict[str, list[str]] | None:
+        """``attribute: value`` or ``attribute: [values]``, each value as written."""
+        entries = self.entries(node, path, what="a mapping of attribute names to values")
+        if entries is None:
+            return None
+        result: dict[str, list[str]] = {}
+        for name, _, value_node in entries:
+            items = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            values = [self.text(item) if isinstance(item, yaml.ScalarNode) else None for item in items]
+            if not values or any(value is None for value in values):
+                self.report(value_node, _join(path, name), "must be a value or a list of values")
+                continue
+            result[name] = [str(value) for value in values]
+        return result
 
     def entries(
         self,

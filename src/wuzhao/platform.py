@@ -35,6 +35,7 @@ from wuzhao.store.api import Store
 from wuzhao.store.sqlite import SqliteStore
 from wuzhao.worker.dispatcher import Dispatcher
 from wuzhao.worker.factory import InstanceFactory
+from wuzhao.worker.notifications import Notifications
 from wuzhao.worker.scheduler import Scheduler
 from wuzhao.worker.worker import Worker
 
@@ -60,6 +61,7 @@ class Platform:
     dispatcher: Dispatcher
     triggers: Triggers
     scheduler: Scheduler
+    notifications: Notifications
 
     @classmethod
     def build(cls, settings: Settings, launcher: Launcher | None = None) -> Platform:
@@ -119,6 +121,10 @@ class Platform:
         metrics.watch_queue(lambda: dispatcher.depth, dispatcher.running)
         triggers = Triggers(store, registry, versions)
         scheduler = Scheduler(triggers, queue, settings, resolve=versions.resolve, wake=dispatcher.wake)
+        # Object changes and topic messages reach their triggers through the dispatcher's
+        # deliveries (chains, loops); a change's deliveries are queued before its API answer.
+        notifications = Notifications(triggers, dispatcher.deliveries)
+        objects.watch(notifications.object_changed)
         registry.on_change(worker.function_changed)
         return cls(
             settings=settings,
@@ -138,6 +144,7 @@ class Platform:
             dispatcher=dispatcher,
             triggers=triggers,
             scheduler=scheduler,
+            notifications=notifications,
         )
 
     async def start(self) -> None:

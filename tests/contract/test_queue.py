@@ -378,6 +378,49 @@ def test_delete_dead_forgets_only_dead_calls(make_queue: QueueFactory) -> None:
     make_queue.run(check)
 
 
+# guarantee 7: calls enqueued dead
+
+LOOP = {"code": "RecursiveLoop", "message": "function 'hello' was called 16 times in one chain"}
+
+
+def test_a_call_enqueued_dead_is_a_dead_letter_never_leased(make_queue: QueueFactory) -> None:
+    async def check(q: AsyncQueue) -> None:
+        origin = {"chain": "c0", "hop": 16, "counts": {"hello": 16}}
+        assert await q.enqueue(call("stopped", origin=origin), dead=LOOP) == ("stopped", True)
+        await enqueue_all(q, call("live", at=T0 + 1))
+        stopped = await state(q, "stopped")
+        assert (stopped.status, stopped.error, stopped.attempts) == ("dead", LOOP, ())
+        assert stopped.call.origin == origin
+        assert [one.call.id for one in await q.dead_letters("default", "hello")] == ["stopped"]
+        assert await ids(q, T0 + 10_000) == ["live"]
+        assert await q.depth() == {("default", "hello"): 1}  # the live one, leased
+        assert await q.redrive("default", "hello", "stopped", now=T0 + 10_010) is True  # an operator's choice
+        assert await ids(q, T0 + 10_010) == ["stopped"]
+
+    make_queue.run(check)
+
+
+def test_a_call_enqueued_dead_neither_holds_nor_waits_for_its_key(make_queue: QueueFactory) -> None:
+    async def check(q: AsyncQueue) -> None:
+        await enqueue_all(q, call("a1", key="a"))
+        assert await q.enqueue(call("a2", key="a", at=T0 + 1), dead=LOOP) == ("a2", True)
+        await enqueue_all(q, call("a3", key="a", at=T0 + 2))
+        assert await ids(q, T0 + 5) == ["a1"]  # a3 waits for a1, not for the dead a2
+        assert (await state(q, "a2")).status == "dead"
+
+    make_queue.run(check)
+
+
+def test_a_call_enqueued_dead_is_idempotent_like_any(make_queue: QueueFactory) -> None:
+    async def check(q: AsyncQueue) -> None:
+        assert await q.enqueue(call("first", idempotency_key="k"), dead=LOOP) == ("first", True)
+        assert await q.enqueue(call("again", idempotency_key="k"), dead=LOOP) == ("first", False)
+        assert await q.enqueue(call("live", idempotency_key="k")) == ("first", False)
+        assert await q.get("again") is None and await q.get("live") is None
+
+    make_queue.run(check)
+
+
 # guarantees 2 and 3: leases, their loss and recovery
 
 

@@ -18,8 +18,6 @@ import httpx
 import pytest
 from tests.integration.conftest import Server
 
-from wuzhao.domain import destinations
-
 EVENT = {"X-Wuzhao-Invocation-Type": "Event"}
 
 ECHO = """
@@ -364,24 +362,6 @@ def test_destinations_get_the_record_of_each_success_and_final_failure(
         "functionError": "FunctionError",
     }
     assert failure["responsePayload"]["error_type"] == "ValueError"
-
-
-def test_a_destination_loop_stops_after_a_bounded_number_of_hops(
-    api: httpx.Client, deploy: Callable[..., Any]
-) -> None:
-    deploy("async-loop", {"main.py": SINK}, on_success="async-loop")
-    first = submit(api, "async-loop", {"start": True})
-    records(api, "async-loop", destinations.MAX_HOPS + 1)  # the first call's event, then each record
-    time.sleep(1.0)  # and nothing more comes
-    printed = records(api, "async-loop", 0)
-    assert len(printed) == destinations.MAX_HOPS + 1
-    assert printed[0] == {"start": True}
-    # Each record is of the call before it: a record of a record of ... of the first call.
-    innermost = printed[-1]
-    for _ in range(destinations.MAX_HOPS - 1):
-        innermost = innermost["requestPayload"]
-    assert innermost["requestContext"]["requestId"] == first
-    assert innermost["requestPayload"] == {"start": True}
 
 
 SLOW_FAILURE = """

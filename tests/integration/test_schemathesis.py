@@ -10,8 +10,8 @@ warnings out of this suite, where warnings are errors.
 
 Before the run the test creates one of everything (a function with a version, an
 alias, an invocation and a dead letter, a layer, a secret, a namespace, a key, a bucket with an
-object, a trigger), and the config file has schemathesis use those names in most generated paths: random
-names alone only ever reach the 404 of each route.
+object, a trigger, a topic with a subscriber), and the config file has schemathesis use those
+names in most generated paths: random names alone only ever reach the 404 of each route.
 
 The checks: no 5xx, and the answers (statuses, content types, headers, bodies)
 match the document; invalid requests are refused; an undeclared method gets 405
@@ -88,6 +88,7 @@ SEEDED = [
     ({"include-path": "/v1/keys/{key_id}"}, {"path.key_id": "key"}),
     ({"include-path-regex": r"^/v1/buckets/\{bucket\}"}, {"path.bucket": "bucket", "path.key": "object"}),
     ({"include-path-regex": r"^/v1/triggers/\{name\}"}, {"path.name": "trigger"}),
+    ({"include-path-regex": r"^/v1/topics/\{topic\}"}, {"path.topic": "topic"}),
 ]
 
 
@@ -109,6 +110,7 @@ def seed(server: Server, code: Callable[..., str]) -> dict[str, list[str | int]]
     ok(api.post("/v1/namespaces", json={"name": "seed-ns"}))
     key = ok(api.post("/v1/keys", json={"role": "invoker"}))
     ok(api.put("/v1/triggers/seed-trigger", json={"function": "seed", "type": "http", "path": "/seed"}))
+    ok(api.put("/v1/triggers/seed-topic", json={"function": "seed", "type": "topic", "topic": "seed-topic"}))
     ok(api.put("/v1/buckets/seed-bucket"))
     ok(api.put("/v1/buckets/seed-bucket/objects/dir/seed.txt", content=b"seed"))
     dead_letter = seed_dead_letter(api, ok)
@@ -124,6 +126,7 @@ def seed(server: Server, code: Callable[..., str]) -> dict[str, list[str | int]]
         "dead_letter": [dead_letter],
         "key": [str(key["key_id"])],
         "trigger": ["seed-trigger"],
+        "topic": ["seed-topic"],
         "bucket": ["seed-bucket"],
         "object": ["dir/seed.txt"],
     }

@@ -255,8 +255,11 @@ def test_the_api_manages_triggers(routes: Server) -> None:
     assert clash.status_code == 409 and clash.json()["error"]["field"] == "path"
     missing = api.put("/v1/triggers/x", json={"function": "nope", "type": "http", "path": "/x"})
     assert missing.status_code == 400 and missing.json()["error"]["field"] == "function"
-    later = api.put("/v1/triggers/x", json={"function": "apigw", "type": "topic", "topic": "t"})
-    assert later.status_code == 400 and "not delivered" in later.json()["error"]["message"]
+    topic = api.put("/v1/triggers/x", json={"function": "apigw", "type": "topic", "topic": "t"})
+    assert topic.status_code == 201 and topic.json()["filter"] == {}
+    assert api.delete("/v1/triggers/x").status_code == 204
+    bad = api.put("/v1/triggers/x", json={"function": "apigw", "type": "object", "bucket": "No"})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "bucket"
     unknown = api.put("/v1/triggers/x", json={"function": "apigw", "type": "carrier-pigeon"})
     assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "type"
     cron = put_trigger(

@@ -501,6 +501,14 @@ def test_deploy_sends_the_async_settings(make_client: Callable[..., Any]) -> Non
     }
 
 
+def test_deploy_sends_the_loop_settings(make_client: Callable[..., Any]) -> None:
+    client, recorder = make_client(answer(200, FUNCTION))
+
+    client.deploy("hello", max_chain_calls=3, recursive_loop="allow")
+
+    assert json.loads(recorder.last.content) == {"max_chain_calls": 3, "recursive_loop": "allow"}
+
+
 def test_deploy_takes_every_setting_the_server_does() -> None:
     # A setting added to PUT /v1/functions/{name} and forgotten here could not be deployed.
     accepted = set(FunctionUpdate.__struct_fields__)

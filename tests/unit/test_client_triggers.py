@@ -66,3 +66,27 @@ def test_trigger_url_fills_the_path_parameters(make_client: Callable[..., Any]) 
     assert client.trigger_url(TRIGGER, id="a b/c") == "http://wz.example:9600/http/team/users/a%20b%2Fc"
     files = {"url_path": "/http/team/files/{path+}"}
     assert client.trigger_url(files, path="a/b c") == "http://wz.example:9600/http/team/files/a/b%20c"
+
+
+def test_publish_message(make_client: Callable[..., Any]) -> None:
+    client, server = make_client(
+        answer(202, {"message_id": "m-1", "deliveries": 2}),
+        answer(202, {"message_id": "m-2", "deliveries": 0}),
+    )
+
+    assert client.publish_message("orders", {"order": 7}, {"kind": "refund"}) == {
+        "message_id": "m-1",
+        "deliveries": 2,
+    }
+    assert (server.last.method, server.last.url.path) == ("POST", "/v1/topics/orders/messages")
+    assert json.loads(server.last.content) == {"message": {"order": 7}, "attributes": {"kind": "refund"}}
+    assert client.publish_message("a/b", "text")["deliveries"] == 0
+    assert server.last.url.raw_path == b"/v1/topics/a%2Fb/messages"  # one segment, whatever it holds
+    assert json.loads(server.last.content) == {"message": "text", "attributes": {}}
+
+
+def test_a_refused_message_raises_its_error(make_client: Callable[..., Any]) -> None:
+    body = {"error": {"code": "PayloadTooLarge", "message": "the message is 262145 bytes"}}
+    client, _ = make_client(answer(413, body))
+    with pytest.raises(errors.PayloadTooLarge, match="262145"):
+        client.publish_message("orders", "x" * 262_145)

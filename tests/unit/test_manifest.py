@@ -67,6 +67,8 @@ def test_every_setting(project: Path) -> None:
             on_success: audit
             on_failure: world
             ordering_hold: true
+            max_chain_calls: 3
+            recursive_loop: allow
         """,
     )
 
@@ -88,6 +90,8 @@ def test_every_setting(project: Path) -> None:
         on_success="audit",
         on_failure="world",
         ordering_hold=True,
+        max_chain_calls=3,
+        recursive_loop="allow",
     )
     assert hello.settings() == {
         "runtime": "python3.11",
@@ -107,6 +111,8 @@ def test_every_setting(project: Path) -> None:
         "on_success": "audit",
         "on_failure": "world",
         "ordering_hold": True,
+        "max_chain_calls": 3,
+        "recursive_loop": "allow",
     }
     assert isinstance(hello.settings()["retry_delay_s"], float)
 
@@ -135,6 +141,8 @@ def test_defaults_are_the_servers_and_two_limits_are_left_alone(project: Path) -
         "on_success": "",  # none: one set before is removed
         "on_failure": "",
         "ordering_hold": False,
+        "max_chain_calls": 16,
+        "recursive_loop": "terminate",
     }
 
 
@@ -176,7 +184,13 @@ def test_the_documented_example_is_valid(tmp_path: Path) -> None:
     assert loaded.functions[2].timeout_s == 300
     assert (loaded.functions[2].max_retries, loaded.functions[2].on_failure) == (1, "hello")  # merged
     types = [(t.name, t.settings()["type"]) for t in loaded.triggers]
-    assert types == [("hello-http", "http"), ("nightly", "cron")]
+    assert types == [
+        ("hello-http", "http"),
+        ("nightly", "cron"),
+        ("thumbnails", "object"),
+        ("refunds", "topic"),
+    ]
+    assert loaded.functions[2].max_chain_calls == 4  # merged too
 
 
 def test_load_reads_relative_to_the_manifest_folder(project: Path) -> None:
@@ -333,6 +347,14 @@ def test_load_of_a_missing_file(tmp_path: Path) -> None:
         (
             "functions:\n  hello:\n    code: hello\n    ordering_hold: 1\n",
             "wuzhao.yaml:4: functions.hello.ordering_hold: must be true or false",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    max_chain_calls: 0\n",
+            "wuzhao.yaml:4: functions.hello.max_chain_calls: must be an integer from 1 to 1000",
+        ),
+        (
+            "functions:\n  hello:\n    code: hello\n    recursive_loop: ignore\n",
+            "wuzhao.yaml:4: functions.hello.recursive_loop: must be one of: terminate, allow",
         ),
     ],
 )
@@ -667,15 +689,45 @@ def test_triggers(project: Path) -> None:
         ("triggers:\n  T_1: {type: cron}\n", "wuzhao.yaml:4: triggers.T_1: is not a valid trigger name"),
         (
             "triggers:\n  t: {function: hello}\n",
-            "wuzhao.yaml:4: triggers.t.type: is missing: one of http, cron",
+            "wuzhao.yaml:4: triggers.t.type: is missing: one of http, cron, object, topic",
         ),
         (
             "triggers:\n  t:\n    type: sms\n",
-            "wuzhao.yaml:5: triggers.t.type: 'sms' is unknown; types: http, cron",
+            "wuzhao.yaml:5: triggers.t.type: 'sms' is unknown; types: http, cron, object, topic",
         ),
         (
-            "triggers:\n  t:\n    type: object\n",
-            "wuzhao.yaml:5: triggers.t.type: 'object' is not delivered by this version yet",
+            "triggers:\n  t:\n    type: object\n    function: hello\n",
+            "wuzhao.yaml:4: triggers.t.bucket: is missing",
+        ),
+        (
+            "triggers:\n  t:\n    type: object\n    function: hello\n    bucket: Photos\n",
+            "wuzhao.yaml:7: triggers.t.bucket: bucket 'Photos' is not a bucket name",
+        ),
+        (
+            "triggers:\n  t:\n    type: object\n    function: hello\n    bucket: photos\n    events: [put]\n",
+            "wuzhao.yaml:8: triggers.t.events: must be created, deleted, or a list of them",
+        ),
+        (
+            "triggers:\n  t:\n    type: object\n    function: hello\n    bucket: photos\n    topic: x\n",
+            "wuzhao.yaml:8: triggers.t.topic: unknown setting of object triggers; known: type, function",
+        ),
+        (
+            "triggers:\n  t:\n    type: topic\n    function: hello\n",
+            "wuzhao.yaml:4: triggers.t.topic: is missing",
+        ),
+        (
+            "triggers:\n  t:\n    type: topic\n    function: hello\n    topic: orders\n    filter: [a]\n",
+            "wuzhao.yaml:8: triggers.t.filter: must be a mapping of attribute names to values",
+        ),
+        (
+            "triggers:\n  t:\n    type: topic\n    function: hello\n    topic: orders\n"
+            "    filter:\n      kind: [{a: 1}]\n",
+            "wuzhao.yaml:9: triggers.t.filter.kind: must be a value or a list of values",
+        ),
+        (
+            "triggers:\n  t:\n    type: topic\n    function: hello\n    topic: orders\n"
+            "    filter:\n      .kind: a\n",
+            "wuzhao.yaml:8: triggers.t.filter: attribute name '.kind' is invalid",
         ),
         ("triggers:\n  t:\n    type: http\n    path: /x\n", "wuzhao.yaml:4: triggers.t.function: is missing"),
         (
@@ -785,6 +837,74 @@ def test_deploy_puts_triggers_after_functions_then_changes_nothing(project: Path
         ("often", Change.UPDATED, ("schedule",)),
     ]
     assert outcomes[1].trigger is not None and outcomes[1].trigger["auth"] == "key"
+
+
+EVENT_TRIGGERS = """
+functions:
+  hello:
+    code: hello
+triggers:
+  uploads:
+    function: hello
+    type: object
+    bucket: photos
+    events: [deleted, created]
+    prefix: 2024/
+    suffix: .png
+  removals:
+    function: hello
+    type: object
+    bucket: photos
+    events: deleted
+  any-order:
+    function: hello
+    type: topic
+    topic: orders
+  refunds:
+    function: hello
+    qualifier: live
+    type: topic
+    topic: orders
+    filter:
+      kind: [refund, chargeback, refund]
+      region: 42
+"""
+
+
+def test_object_and_topic_triggers(project: Path) -> None:
+    uploads, removals, any_order, refunds = parse(project, EVENT_TRIGGERS).triggers
+    assert uploads.settings() == {
+        "type": "object",
+        "function": "hello",
+        "qualifier": None,
+        "bucket": "photos",
+        "events": ["created", "deleted"],  # in order, as the server shows them
+        "prefix": "2024/",
+        "suffix": ".png",
+    }
+    assert (removals.settings()["events"], removals.settings()["prefix"]) == (["deleted"], "")
+    assert any_order.settings() == {
+        "type": "topic",
+        "function": "hello",
+        "qualifier": None,
+        "topic": "orders",
+        "filter": {},
+    }
+    # values as written (42 is "42"), once each, sorted: as the server shows them
+    assert refunds.settings()["filter"] == {"kind": ["chargeback", "refund"], "region": ["42"]}
+
+
+def test_object_and_topic_triggers_deploy_once(project: Path) -> None:
+    fake = TriggerClient()
+    loaded = parse(project, EVENT_TRIGGERS)
+
+    first = deploy(fake, loaded)
+    second = deploy(fake, loaded)
+
+    assert [o.change for o in first if o.kind == "trigger"] == [Change.CREATED] * 4
+    assert {o.change for o in second} == {Change.UNCHANGED}
+    outcomes = deploy(fake, parse(project, EVENT_TRIGGERS.replace("suffix: .png", "suffix: .jpg")))
+    assert [(o.name, o.fields) for o in outcomes if o.change is Change.UPDATED] == [("uploads", ("suffix",))]
 
 
 def test_a_manifest_without_triggers_never_asks_for_them(project: Path) -> None:

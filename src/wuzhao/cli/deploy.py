@@ -11,7 +11,14 @@ import click
 from wuzhao import manifest
 from wuzhao.cli import output
 from wuzhao.cli.session import Session
-from wuzhao.domain.functions import NETWORK_MODES, MaxEventAgeS, MaxRetries, RetryDelayS
+from wuzhao.domain.functions import (
+    NETWORK_MODES,
+    RECURSIVE_LOOP_MODES,
+    MaxChainCalls,
+    MaxEventAgeS,
+    MaxRetries,
+    RetryDelayS,
+)
 from wuzhao.packaging import zip_directory
 
 
@@ -149,6 +156,18 @@ def _layers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
     default=None,
     help="Async calls: a dead call holds its ordering key (later calls of the key wait) until it is "
     "redriven or removed.",
+)
+@click.option(
+    "--max-chain-calls",
+    type=_within(MaxChainCalls),
+    metavar="N",
+    help="Loops: one chain of calls (triggers, destinations, calls from functions) calls this "
+    "function at most N times; the next call is not made (dead, RecursiveLoop). [default: 16]",
+)
+@click.option(
+    "--recursive-loop",
+    type=click.Choice(RECURSIVE_LOOP_MODES),
+    help="Loops: terminate (stop a chain at --max-chain-calls) or allow (never stop it).",
 )
 @click.pass_context
 def deploy(

@@ -3,7 +3,7 @@
 One module per noun registers its commands here: functions.py (invoke, ls,
 get, rm, logs, invocation), deploy.py, versions.py (publish, versions,
 version, alias), layers.py, secrets.py, objects.py (mb, rb, ls-buckets, ls-objects,
-cp, rm-object), tenancy.py (ns, key), triggers.py (trigger), dlq.py (dlq: dead
+cp, rm-object), tenancy.py (ns, key), triggers.py (trigger, topic), dlq.py (dlq: dead
 letters of async calls), top.py and serve.py.
 
 Results a script may use (JSON, log lines, tab-separated rows, summaries) go to

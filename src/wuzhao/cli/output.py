@@ -122,6 +122,7 @@ def function_panel(function: dict[str, Any]) -> Panel:
         ("concurrency", _or_default(function.get("max_concurrency"))),
         ("idle timeout", _or_default(function.get("idle_timeout_s"), " s")),
         *_async_rows(function),
+        *_loop_rows(function),
         ("code", f"{human_size(function['code_size'])}, sha256 {function['code_sha256']}"),
         ("revision", str(function["revision"])),
         ("instances", instances(function)),
@@ -148,6 +149,15 @@ def _async_rows(function: dict[str, Any]) -> list[tuple[str, str]]:
         ("on failure", function.get("on_failure") or "-"),
         ("ordering", "a dead call holds its key" if hold else "a dead call lets its key go on"),
     ]
+
+
+def _loop_rows(function: dict[str, Any]) -> list[tuple[str, str]]:
+    """What stops a loop through the function (none from a server older than chains)."""
+    if "max_chain_calls" not in function:
+        return []
+    if function.get("recursive_loop") == "allow":
+        return [("loops", "allowed: a chain of calls may call it any number of times")]
+    return [("loops", f"stopped after {function['max_chain_calls']} calls in one chain")]
 
 
 def log_line(line: dict[str, Any]) -> str:
@@ -304,7 +314,7 @@ def transfer_summary(verb: str, source: str, destination: str, stored: Mapping[s
 
 # -- namespaces and keys -------------------------------------------------------
 
-TRIGGER_COLUMNS = ("TRIGGER", "TYPE", "FUNCTION", "ROUTE / SCHEDULE", "URL PATH / NEXT TICK")
+TRIGGER_COLUMNS = ("TRIGGER", "TYPE", "FUNCTION", "ON", "WHERE / NEXT TICK")
 
 
 def trigger_target(trigger: Mapping[str, Any]) -> str:
@@ -313,17 +323,31 @@ def trigger_target(trigger: Mapping[str, Any]) -> str:
 
 
 def trigger_on(trigger: Mapping[str, Any]) -> str:
-    """``GET,POST /users/{id}`` or ``rate(5 minutes)`` (with its zone if not UTC)."""
-    if trigger.get("type") == "http":
+    """``GET,POST /users/{id}``, ``rate(5 minutes)`` (with its zone if not UTC), ``created,deleted``
+    or ``kind=refund|chargeback region=eu`` (a topic's filter; ``any message`` without one)."""
+    kind = trigger.get("type")
+    if kind == "http":
         return f"{','.join(trigger.get('methods') or ['ANY'])} {trigger.get('path', '')}"
+    if kind == "object":
+        return ",".join(trigger.get("events") or ["created"])
+    if kind == "topic":
+        filter_ = trigger.get("filter") or {}
+        return " ".join(f"{name}={'|'.join(values)}" for name, values in filter_.items()) or "any message"
     zone = trigger.get("timezone") or "UTC"
     return str(trigger.get("schedule", "")) + ("" if zone == "UTC" else f" ({zone})")
 
 
 def trigger_where(trigger: Mapping[str, Any]) -> str:
-    if trigger.get("type") == "http":
+    """``/http/default/users/{id} (key)``, the next tick, ``wz://photos/in/*.png`` or ``topic orders``."""
+    kind = trigger.get("type")
+    if kind == "http":
         auth = "open" if trigger.get("auth") == "none" else "key"
         return f"{trigger.get('url_path', '')} ({auth})"
+    if kind == "object":
+        keys = f"{trigger.get('prefix') or ''}*{trigger.get('suffix') or ''}"
+        return object_url(str(trigger.get("bucket", "")), keys)
+    if kind == "topic":
+        return f"topic {trigger.get('topic', '')}"
     return short_time(trigger.get("next_tick"))
 
 
@@ -343,7 +367,9 @@ def trigger_summary(trigger: Mapping[str, Any], *, created: bool) -> str:
 
 
 def _trigger_line(trigger: Mapping[str, Any]) -> str:
-    where = "at" if trigger.get("type") == "http" else "next"
+    where = {"http": "at", "cron": "next", "object": "in", "topic": "from"}.get(
+        str(trigger.get("type")), "at"
+    )
     return f"{trigger_on(trigger)} -> {trigger_target(trigger)} {where} {trigger_where(trigger)}"
 
 

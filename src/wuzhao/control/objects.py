@@ -5,9 +5,13 @@ in-function API later, so that every write is checked the same way and every
 change reaches the hook, whoever made it. Bodies are async iterables of
 bytes (a request body, frames from an instance), never whole objects.
 
-The change hook (``on_change``) is how triggers will learn of changes: it is
-awaited after the change is durable and before the caller gets its answer,
-so a trigger can enqueue its delivery durably first. If it raises, the change
+The change hook (``on_change``) is how object triggers learn of changes
+(``worker/notifications.py``): it is awaited after the change is durable and
+before the caller gets its answer, so each trigger's delivery is enqueued
+durably first, and a kill between the write and the delivery loses nothing.
+The hook also gets the change's *cause*: the chain of calls of the function
+that made it (``domain/chains.py``), which the in-function API passes, or
+None for a client's change. If it raises, the change
 stands (the bytes are written, or gone) and the caller gets 500
 ``ObjectEventFailed`` saying so: it knows the event may be lost, and a PUT can
 simply be sent again (it is idempotent and makes a new event). Undoing the
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from wuzhao.domain.chains import Chain
 from wuzhao.errors import ObjectEventFailed, PayloadTooLarge
 from wuzhao.objects.api import (
     Body,
@@ -41,7 +46,8 @@ from wuzhao.objects.names import (
 
 log = logging.getLogger("wuzhao.objects")
 
-OnChange = Callable[[ObjectEvent], Awaitable[None]]
+# on_change(event, cause): cause is the chain of the call that made the change, None for a client.
+OnChange = Callable[[ObjectEvent, Chain | None], Awaitable[object]]
 
 
 class Objects:
@@ -90,11 +96,13 @@ class Objects:
         content_type: str | None = None,
         metadata: dict[str, str] | None = None,
         declared_size: int | None = None,
+        cause: Chain | None = None,
     ) -> tuple[ObjectRecord, bool]:
         """Store ``body`` as ``key``: the record, and True if the key is new.
 
         ``declared_size`` (a Content-Length) over the cap is refused before a
         byte is read; the cap is enforced on the bytes themselves either way.
+        ``cause``: the chain of the function call writing it (None: a client).
         """
         check_bucket(bucket)
         check_key(key)
@@ -116,7 +124,7 @@ class Objects:
         event = ObjectEvent(
             namespace, bucket, key, "created", record.size, record.etag, record.sequencer, record.modified_at
         )
-        await self._changed(event)
+        await self._changed(event, cause)
         return record, created
 
     async def head(self, namespace: str, bucket: str, key: str) -> ObjectRecord:
@@ -126,7 +134,7 @@ class Objects:
         """The object opened for reading; close the reader when done."""
         return await self._store.open_object(namespace, check_bucket(bucket), check_key(key))
 
-    async def delete(self, namespace: str, bucket: str, key: str) -> Deletion:
+    async def delete(self, namespace: str, bucket: str, key: str, *, cause: Chain | None = None) -> Deletion:
         deletion = await self._store.delete_object(namespace, check_bucket(bucket), check_key(key))
         removed = deletion.removed
         event = ObjectEvent(
@@ -139,7 +147,7 @@ class Objects:
             deletion.sequencer,
             deletion.deleted_at,
         )
-        await self._changed(event)
+        await self._changed(event, cause)
         return deletion
 
     async def list(
@@ -159,11 +167,11 @@ class Objects:
             limit=limit,
         )
 
-    async def _changed(self, event: ObjectEvent) -> None:
+    async def _changed(self, event: ObjectEvent, cause: Chain | None) -> None:
         if self._on_change is None:
             return
         try:
-            await self._on_change(event)
+            await self._on_change(event, cause)
         except Exception as exc:
             log.exception("the change hook failed on %s of %s/%s", event.kind, event.bucket, event.key)
             verb = "written" if event.kind == "created" else "deleted"

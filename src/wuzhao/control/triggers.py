@@ -2,7 +2,9 @@
 
 Every trigger is loaded at start, and each namespace's HTTP routes are kept as
 a ready route table, so matching a request to ``/http/...`` reads no database;
-the scheduler reads the timers and their last ticks from here too. Changes go
+likewise each namespace's object triggers and each topic's subscribers, so a
+change of an object or a published message finds its triggers in memory. The
+scheduler reads the timers and their last ticks from here too. Changes go
 to the store first and reach memory only once they are durable, like
 functions. A trigger belongs to its function: deleting the function deletes
 its triggers (the store does it in the same transaction; memory follows here).
@@ -25,6 +27,25 @@ from wuzhao.store.api import Store, TriggerRecord
 
 Key = tuple[str, str]  # (namespace, trigger name)
 _NO_ROUTES = RouteTable(())
+ObjectSubscriber = tuple[TriggerRecord, ObjectTrigger]
+TopicSubscriber = tuple[TriggerRecord, TopicTrigger]
+
+
+class _Subscribers:
+    """A namespace's object triggers, and its topic triggers by topic, in name order."""
+
+    def __init__(self, records: list[TriggerRecord]) -> None:
+        self.objects: list[ObjectSubscriber] = []
+        self.topics: dict[str, list[TopicSubscriber]] = {}
+        for record in sorted(records, key=lambda r: r.name):
+            spec = record.spec
+            if isinstance(spec, ObjectTrigger):
+                self.objects.append((record, spec))
+            elif isinstance(spec, TopicTrigger):
+                self.topics.setdefault(spec.topic, []).append((record, spec))
+
+
+_NO_SUBSCRIBERS = _Subscribers([])
 
 
 class Triggers:
@@ -42,6 +63,7 @@ class Triggers:
         self._clock = clock
         self._triggers: dict[Key, TriggerRecord] = {}
         self._routes: dict[str, RouteTable] = {}
+        self._subscribers: dict[str, _Subscribers] = {}
         self._ticks: dict[Key, int] = {}
         self._lock = asyncio.Lock()  # a put checks its route against the others, then saves: one at a time
         self._listeners: list[Callable[[], None]] = []
@@ -54,7 +76,7 @@ class Triggers:
     async def load(self) -> None:
         self._triggers = {(t.namespace, t.name): t for t in await self._store.list_triggers()}
         self._ticks = await self._store.last_ticks()
-        self._rebuild_routes()
+        self._rebuild()
 
     # the API
 
@@ -73,9 +95,7 @@ class Triggers:
         ]
         return sorted(found, key=lambda t: t.name)
 
-    async def put(
-        self, namespace: str, name: str, spec: TriggerSpec | ObjectTrigger | TopicTrigger
-    ) -> tuple[TriggerRecord, bool]:
+    async def put(self, namespace: str, name: str, spec: TriggerSpec) -> tuple[TriggerRecord, bool]:
         """Create or change a trigger; returns it and whether it was created. Putting the same
         settings again changes nothing (a schedule keeps counting from when it was set)."""
         checked = rules.check_trigger(name, spec)
@@ -111,6 +131,15 @@ class Triggers:
     def match(self, namespace: str, method: str, segments: Sequence[str]) -> Match:
         """The HTTP trigger of ``namespace`` for a request (see ``domain/routes.py``)."""
         return self._routes.get(namespace, _NO_ROUTES).match(method, segments)
+
+    def object_triggers(self, namespace: str) -> list[ObjectSubscriber]:
+        """The object triggers of ``namespace``, by name (``domain.object_events.matches`` says
+        which a change fires)."""
+        return self._subscribers.get(namespace, _NO_SUBSCRIBERS).objects
+
+    def topic_triggers(self, namespace: str, topic: str) -> list[TopicSubscriber]:
+        """The triggers of ``topic`` in ``namespace``, by name (filters not applied)."""
+        return self._subscribers.get(namespace, _NO_SUBSCRIBERS).topics.get(topic, [])
 
     def timers(self) -> list[tuple[TriggerRecord, CronTrigger]]:
         return [(t, t.spec) for t in self._triggers.values() if isinstance(t.spec, CronTrigger)]
@@ -163,15 +192,16 @@ class Triggers:
             self._changed(namespace)
 
     def _changed(self, namespace: str) -> None:
-        self._rebuild_routes(namespace)
+        self._rebuild(namespace)
         for listener in self._listeners:
             listener()
 
-    def _rebuild_routes(self, namespace: str | None = None) -> None:
+    def _rebuild(self, namespace: str | None = None) -> None:
+        """The route table and the subscribers of one namespace (None: of every namespace)."""
         namespaces = {ns for ns, _ in self._triggers} if namespace is None else {namespace}
         for ns in namespaces:
+            own = [t for (owner, _), t in self._triggers.items() if owner == ns]
             self._routes[ns] = RouteTable(
-                rules.route(t.name, t.spec)
-                for (owner, _), t in self._triggers.items()
-                if owner == ns and isinstance(t.spec, HttpTrigger)
+                rules.route(t.name, t.spec) for t in own if isinstance(t.spec, HttpTrigger)
             )
+            self._subscribers[ns] = _Subscribers(own)

@@ -24,9 +24,10 @@ from typing import Any
 
 import msgspec
 
+from wuzhao.domain.functions import FunctionConfig
 from wuzhao.errors import RecursiveLoop
 
-DEFAULT_LIMIT = 16
+DEFAULT_LIMIT = FunctionConfig().max_chain_calls  # 16, as on Lambda
 MAX_TRACKED = 256  # functions counted per chain: a path through more is a pipeline, not a loop
 
 
@@ -60,6 +61,11 @@ def extend(chain: Chain, function: str, *, limit: int | None) -> Chain:
     if function in counts or len(counts) < MAX_TRACKED:
         counts[function] = seen + 1
     return Chain(id=chain.id, hop=chain.hop + 1, counts=counts)
+
+
+def limit_of(config: FunctionConfig) -> int | None:
+    """The ``limit`` that ``extend`` applies to calls of a function: None when it opted out."""
+    return None if config.recursive_loop == "allow" else config.max_chain_calls
 
 
 def from_origin(origin: dict[str, Any], call_id: str, function: str) -> Chain:

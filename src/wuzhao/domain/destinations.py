@@ -12,9 +12,10 @@ destinations read it unchanged::
      "responsePayload": <the result, or the error>}
 
 It is enqueued as an asynchronous call of the destination, with that
-function's own retries. Every call carries its chain in ``origin``
-(``{"chain": first id, "hop": n}``): a record is not sent on past ``MAX_HOPS``,
-so functions that name each other (or themselves) cannot loop forever.
+function's own retries, and continues the chain of the call it tells of
+(``domain/chains.py``): functions that name each other (or themselves) are
+stopped by the loop rule once the chain has called one of them
+``max_chain_calls`` times.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import msgspec
 
 from wuzhao.domain.functions import FunctionConfig
 
-MAX_HOPS = 8  # a record of a record of ... is sent on at most this many times
 SUCCESS = "Success"
 FUNCTION_REF = "wuzhao:function:{namespace}:{function}:{qualifier}"  # Lambda's functionArn, our way
 
@@ -51,19 +51,6 @@ class Finished:
 
 def destination(config: FunctionConfig, succeeded: bool) -> str | None:
     return config.on_success if succeeded else config.on_failure
-
-
-def next_origin(origin: dict[str, Any], call_id: str) -> dict[str, Any] | None:
-    """The origin of the record's call, one hop further; None past MAX_HOPS (not sent)."""
-    hop = int(origin.get("hop", 0)) + 1
-    if hop > MAX_HOPS:
-        return None
-    return {"chain": origin.get("chain", call_id), "hop": hop, "from": call_id}
-
-
-def origin_of_new_call(call_id: str) -> dict[str, Any]:
-    """The origin of a call a client made: the first of its chain."""
-    return {"chain": call_id, "hop": 0}
 
 
 def record(finished: Finished, *, now: float, limit: int) -> bytes:

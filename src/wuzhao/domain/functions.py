@@ -18,6 +18,9 @@ RUNTIMES = frozenset({"python3.11"})
 # "none": only the instance's own loopback; "outbound": connections out to the
 # internet, never to the host, link-local or private addresses (see sandbox/network.py).
 NETWORK_MODES = ("none", "outbound")
+# What a chain of calls reaching a function's max_chain_calls does (domain/chains.py):
+# "terminate" stops the next call (recorded dead, RecursiveLoop); "allow" opts out.
+RECURSIVE_LOOP_MODES = ("terminate", "allow")
 DEFAULT_NAMESPACE = "default"
 
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -35,6 +38,7 @@ MaxRetries = Annotated[int, msgspec.Meta(ge=0, le=10)]
 RetryDelayS = Annotated[float, msgspec.Meta(ge=0.1, le=3600)]
 MaxEventAgeS = Annotated[int, msgspec.Meta(ge=1, le=21_600)]
 Destination = Annotated[str, msgspec.Meta(max_length=64)]  # a function's name; "" removes it
+MaxChainCalls = Annotated[int, msgspec.Meta(ge=1, le=1000)]  # calls of it one chain may make
 
 
 class FunctionUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -57,6 +61,8 @@ class FunctionUpdate(msgspec.Struct, forbid_unknown_fields=True):
     on_success: Destination | None = None
     on_failure: Destination | None = None
     ordering_hold: bool | None = None
+    max_chain_calls: MaxChainCalls | None = None
+    recursive_loop: str | None = None
     code: str | None = None  # base64 of a zip
 
 
@@ -82,6 +88,10 @@ class FunctionConfig(msgspec.Struct, frozen=True):
     on_success: str | None = None  # a function of the namespace that gets the record of each success
     on_failure: str | None = None  # ... of each call that ends dead
     ordering_hold: bool = False  # a dead call holds its ordering key until redriven or deleted
+    # Loops (domain/chains.py): one chain of calls calls it at most max_chain_calls times, unless
+    # recursive_loop is "allow".
+    max_chain_calls: int = 16
+    recursive_loop: str = "terminate"
 
 
 class FunctionRecord(msgspec.Struct, frozen=True):
@@ -144,6 +154,12 @@ def merge_config(current: FunctionConfig | None, update: FunctionUpdate) -> Func
         raise BadRequest(
             f"network {config.network!r} is not supported; use one of: {', '.join(NETWORK_MODES)}",
             field="network",
+        )
+    if config.recursive_loop not in RECURSIVE_LOOP_MODES:
+        raise BadRequest(
+            f"recursive_loop {config.recursive_loop!r} is not supported; use one of: "
+            f"{', '.join(RECURSIVE_LOOP_MODES)}",
+            field="recursive_loop",
         )
     for key, value in config.env.items():
         _check_env_name(key, "env")

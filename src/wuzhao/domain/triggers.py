@@ -9,11 +9,11 @@ read ``{"type": "http", ...}`` the same way, and a new type is one more member:
 - ``http``: requests to ``/http/<namespace><path>`` matching the route run the
   function synchronously (``domain/routes.py``, ``domain/http_events.py``);
 - ``cron``: a schedule fires asynchronous calls through the queue
-  (``domain/schedules.py``, ``worker/scheduler.py``).
-
-``object`` and ``topic`` triggers are defined and checked here, but not yet
-delivered, so the API does not accept them: they join :data:`TriggerSpec`
-with their delivery.
+  (``domain/schedules.py``, ``worker/scheduler.py``);
+- ``object``: objects created or deleted in a bucket, each change an
+  asynchronous call with an S3-shaped event (``domain/object_events.py``);
+- ``topic``: messages published to a topic, each matching message an
+  asynchronous call per trigger with an SNS-shaped event (``domain/topics.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import msgspec
 from wuzhao.domain.functions import NAME_PATTERN, check_name
 from wuzhao.domain.routes import ANY, Route, parse_methods, parse_path
 from wuzhao.domain.schedules import MissedTicks, Schedule, parse_schedule
+from wuzhao.domain.topics import check_attribute_name, check_topic_name, check_value
 from wuzhao.domain.versions import parse_qualifier
 from wuzhao.errors import BadRequest
 
@@ -38,7 +39,7 @@ ZoneText = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Method = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
 Affix = Annotated[str, msgspec.Meta(max_length=1024)]
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
-_TOPIC = re.compile(NAME_PATTERN)
+OBJECT_EVENTS = ("created", "deleted")
 MAX_FILTER_KEYS = 16
 MAX_FILTER_VALUES = 64
 
@@ -65,7 +66,8 @@ class CronTrigger(_Trigger, tag="cron", frozen=True):
 
 
 class ObjectTrigger(_Trigger, tag="object", frozen=True):
-    """Objects created or deleted in a bucket (defined, not delivered yet)."""
+    """Objects created or deleted in a bucket of the namespace, whose keys start with
+    ``prefix`` and end with ``suffix`` (the bucket need not exist yet)."""
 
     bucket: str
     events: list[Literal["created", "deleted"]] = msgspec.field(default_factory=lambda: ["created"])
@@ -74,7 +76,7 @@ class ObjectTrigger(_Trigger, tag="object", frozen=True):
 
 
 class TopicTrigger(_Trigger, tag="topic", frozen=True):
-    """Messages published to a topic whose attributes pass ``filter`` (defined, not delivered yet).
+    """Messages published to a topic (of the namespace) whose attributes pass ``filter``.
 
     ``filter``: attribute name -> the values it may have (any of them); every named
     attribute must match, as in an SNS filter policy of exact strings."""
@@ -83,13 +85,15 @@ class TopicTrigger(_Trigger, tag="topic", frozen=True):
     filter: dict[str, list[str]] = msgspec.field(default_factory=dict)
 
 
-# What the API accepts and the store keeps: the delivered types.
-TriggerSpec = HttpTrigger | CronTrigger
-TYPES = ("http", "cron")
+# What the API accepts and the store keeps.
+TriggerSpec = HttpTrigger | CronTrigger | ObjectTrigger | TopicTrigger
+TYPES = ("http", "cron", "object", "topic")
 
 
-def check_trigger(name: str, spec: TriggerSpec | ObjectTrigger | TopicTrigger) -> TriggerSpec:
-    """Check what the struct's types cannot say; the spec, normalised (methods upper-case)."""
+def check_trigger(name: str, spec: TriggerSpec) -> TriggerSpec:
+    """Check what the struct's types cannot say; the spec, normalised (methods upper-case, an
+    object trigger's events and a filter's values in order, once each), so that putting the
+    same trigger written another way changes nothing."""
     check_name(name, what="trigger")
     parse_qualifier(spec.qualifier)
     if isinstance(spec, HttpTrigger):
@@ -101,23 +105,20 @@ def check_trigger(name: str, spec: TriggerSpec | ObjectTrigger | TopicTrigger) -
         parse_schedule(spec.schedule, spec.timezone)
         return spec
     if isinstance(spec, ObjectTrigger):
-        check_object(spec)
-    else:
-        check_topic(spec)
-    kind = "object" if isinstance(spec, ObjectTrigger) else "topic"
-    raise BadRequest(f"{kind} triggers are not delivered by this version yet", field="type")
+        return check_object(spec)
+    return check_topic(spec)
 
 
-def check_object(spec: ObjectTrigger) -> None:
-    if not _BUCKET.match(spec.bucket):
+def check_object(spec: ObjectTrigger) -> ObjectTrigger:
+    if not _BUCKET.match(spec.bucket) or ".." in spec.bucket:
         raise BadRequest(f"bucket {spec.bucket!r} is not a bucket name", field="bucket")
     if not spec.events or len(set(spec.events)) != len(spec.events):
         raise BadRequest("events must name created, deleted or both, once each", field="events")
+    return msgspec.structs.replace(spec, events=[e for e in OBJECT_EVENTS if e in spec.events])
 
 
-def check_topic(spec: TopicTrigger) -> None:
-    if not _TOPIC.match(spec.topic):
-        raise BadRequest(f"topic {spec.topic!r} is not a topic name", field="topic")
+def check_topic(spec: TopicTrigger) -> TopicTrigger:
+    check_topic_name(spec.topic)
     if len(spec.filter) > MAX_FILTER_KEYS:
         raise BadRequest(f"a filter names at most {MAX_FILTER_KEYS} attributes", field="filter")
     for attribute, values in spec.filter.items():
@@ -125,6 +126,12 @@ def check_topic(spec: TopicTrigger) -> None:
             raise BadRequest(
                 f"filter[{attribute!r}] needs a name and 1 to {MAX_FILTER_VALUES} values", field="filter"
             )
+        check_attribute_name(attribute, field="filter")
+        for value in values:
+            check_value(value, field=f"filter.{attribute}")
+    return msgspec.structs.replace(
+        spec, filter={name: sorted(set(values)) for name, values in sorted(spec.filter.items())}
+    )
 
 
 def route(name: str, spec: HttpTrigger) -> Route:

@@ -26,6 +26,7 @@ from wuzhao.gateway import (
     objects,
     openapi,
     tenancy,
+    topics,
     triggers,
     versions,
 )
@@ -88,6 +89,7 @@ ROUTES = [
     Route("/v1/triggers/{name}", triggers.get_trigger, methods=["GET"]),
     Route("/v1/triggers/{name}", triggers.put_trigger, methods=["PUT"]),
     Route("/v1/triggers/{name}", triggers.delete_trigger, methods=["DELETE"]),
+    Route("/v1/topics/{topic}/messages", topics.publish_message, methods=["POST"]),
     Route("/v1/buckets", objects.list_buckets, methods=["GET"]),
     Route("/v1/buckets/{bucket}", objects.create_bucket, methods=["PUT"]),
     Route("/v1/buckets/{bucket}", objects.delete_bucket, methods=["DELETE"]),

@@ -16,14 +16,14 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from wuzhao.domain import destinations
+from wuzhao.domain import chains
 from wuzhao.domain.access import Action
 from wuzhao.errors import BadRequest, InvalidJSON, NotFound
 from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.invocations import call_view, query_int
 from wuzhao.gateway.responses import json_response, read_body
 from wuzhao.queue.api import AsyncCall, CallState
-from wuzhao.worker.dispatcher import lease_seconds
+from wuzhao.worker.deliveries import lease_seconds
 
 INVOCATION_TYPE = "x-wuzhao-invocation-type"
 IDEMPOTENCY_KEY = "idempotency-key"
@@ -67,7 +67,7 @@ async def accept(request: Request) -> Response:
         ordering_key=ordering_key,
         idempotency_key=idempotency_key,
         lease_s=lease_seconds(platform.settings, target.config.timeout_s),
-        origin=destinations.origin_of_new_call(call_id),
+        origin=chains.start(name, call_id).to_origin(),  # a client's call starts a chain
     )
     stored_id, created = await platform.queue.enqueue(call)  # durable when it returns
     if created:

@@ -7,13 +7,21 @@ description cannot drift from what the server accepts.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
 Description = Annotated[str, msgspec.Meta(max_length=256)]
 Quota = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 Weight = Annotated[float, msgspec.Meta(gt=0, lt=1)]
+
+
+class MessageBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/topics/{topic}/messages``: a message for every subscriber of the topic whose
+    filter passes its attributes."""
+
+    message: Any  # text, or any other JSON value (subscribers get its JSON as the text)
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)  # name -> value, at most 10
 
 
 class PublishBody(msgspec.Struct, forbid_unknown_fields=True):

@@ -63,6 +63,8 @@ def config_view(config: FunctionConfig) -> dict[str, Any]:
         "on_success": config.on_success,
         "on_failure": config.on_failure,
         "ordering_hold": config.ordering_hold,
+        "max_chain_calls": config.max_chain_calls,
+        "recursive_loop": config.recursive_loop,
     }
 
 

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from wuzhao import __version__
 from wuzhao.domain.access import Role
-from wuzhao.domain.functions import FunctionUpdate
+from wuzhao.domain.functions import NAME_PATTERN, FunctionUpdate
 from wuzhao.domain.triggers import TriggerSpec
 from wuzhao.errors import ERRORS_BY_CODE
 from wuzhao.gateway.auth import _protected as needs_key
@@ -32,6 +32,7 @@ from wuzhao.gateway.bodies import (
     AliasBody,
     KeyBody,
     LayerBody,
+    MessageBody,
     NamespaceBody,
     PublishBody,
     QuotaBody,
@@ -75,6 +76,8 @@ class FunctionSettings(msgspec.Struct):
     on_success: str | None
     on_failure: str | None
     ordering_hold: bool
+    max_chain_calls: int
+    recursive_loop: Literal["terminate", "allow"]
 
 
 class Function(FunctionSettings):
@@ -274,7 +277,7 @@ class Trigger(msgspec.Struct):
     name: str
     function: str
     qualifier: str | None
-    type: Literal["http", "cron"]
+    type: Literal["http", "cron", "object", "topic"]
     created_at: Timestamp
     updated_at: Timestamp
     methods: list[str] | msgspec.UnsetType = msgspec.UNSET  # http
@@ -286,10 +289,23 @@ class Trigger(msgspec.Struct):
     missed_ticks: Literal["skip", "catch_up_one"] | msgspec.UnsetType | None = msgspec.UNSET
     next_tick: Timestamp | msgspec.UnsetType = msgspec.UNSET
     last_tick: Timestamp | msgspec.UnsetType | None = msgspec.UNSET
+    bucket: str | msgspec.UnsetType = msgspec.UNSET  # object
+    events: list[Literal["created", "deleted"]] | msgspec.UnsetType = msgspec.UNSET
+    prefix: str | msgspec.UnsetType = msgspec.UNSET
+    suffix: str | msgspec.UnsetType = msgspec.UNSET
+    topic: str | msgspec.UnsetType = msgspec.UNSET  # topic
+    filter: dict[str, list[str]] | msgspec.UnsetType = msgspec.UNSET
 
 
 class TriggerList(msgspec.Struct):
     triggers: list[Trigger]
+
+
+class Published(msgspec.Struct):
+    """A message taken: one asynchronous call per subscriber whose filter passed it, all queued."""
+
+    message_id: str
+    deliveries: int
 
 
 class Bucket(msgspec.Struct):
@@ -346,6 +362,7 @@ RESPONSE_STRUCTS: tuple[type, ...] = (
     KeyList,
     Trigger,
     TriggerList,
+    Published,
     Bucket,
     BucketList,
     StoredObject,
@@ -360,6 +377,7 @@ BODY_STRUCTS: tuple[type, ...] = (
     NamespaceBody,
     QuotaBody,
     KeyBody,
+    MessageBody,
 )
 # Request bodies that are tagged unions (no class name of their own): their component names.
 BODY_UNIONS: dict[str, Any] = {"TriggerBody": TriggerSpec}
@@ -585,7 +603,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/v1/triggers/{name}"): Operation("Get a trigger", "triggers", response="Trigger"),
     ("PUT", "/v1/triggers/{name}"): Operation(
-        "Create or change a trigger: the function it calls, its type (http, cron) and settings",
+        "Create or change a trigger: the function it calls, its type (http, cron, object, topic) and "
+        "settings",
         "triggers",
         ok=(200, 201),
         response="Trigger",
@@ -593,6 +612,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=(*BODY, 409),
     ),
     ("DELETE", "/v1/triggers/{name}"): Operation("Delete a trigger", "triggers", ok=(204,)),
+    ("POST", "/v1/topics/{topic}/messages"): Operation(
+        "Publish a message: each topic trigger whose filter passes its attributes gets an asynchronous "
+        "call, all queued before the answer",
+        "triggers",
+        ok=(202,),
+        response="Published",
+        body=MessageBody,
+        errors=BODY,
+        path_schemas={"topic": {"type": "string", "pattern": NAME_PATTERN.removesuffix(r"\Z") + "$"}},
+    ),
     ("GET", "/v1/buckets"): Operation("List the namespace's buckets", "objects", response="BucketList"),
     ("PUT", "/v1/buckets/{bucket}"): Operation(
         "Create a bucket (no body); 200 if the namespace already has it",
@@ -692,6 +721,7 @@ PATH_PARAMETERS = {
     "key_id": "The key's public id (key_id).",
     "bucket": "The bucket's name: 3-63 of a-z, 0-9, '-' and '.'.",
     "key": "The object's key: 1-1024 bytes of UTF-8; '/' may be sent as it is or as %2F.",
+    "topic": "The topic's name: 1-64 of a-z, 0-9, '-' and '_'.",
 }
 RESOURCES = {
     "functions": "function",

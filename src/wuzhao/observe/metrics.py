@@ -88,8 +88,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.recursive_loops = Counter(
+            "wuzhao_recursive_loops",
+            "Calls not made because their chain of calls had already called the function "
+            "max_chain_calls times (each recorded as a dead call, RecursiveLoop), by that function.",
+            ["namespace", "function"],
+            registry=self.registry,
+        )
+
     def async_outcome(self, namespace: str, function: str, outcome: str) -> None:
         self.async_outcomes.labels(namespace, function, outcome).inc()
+
+    def recursive_loop(self, namespace: str, function: str) -> None:
+        self.recursive_loops.labels(namespace, function).inc()
 
     def watch_queue(self, depth: QueueDepth, running: InstanceCounts) -> None:
         """The queue's depth (as of the last refresh) and the asynchronous attempts running."""

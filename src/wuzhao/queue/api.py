@@ -35,6 +35,10 @@ Guarantees every queue gives:
    ``idempotency_key``) within ``IDEMPOTENCY_WINDOW_S`` of the first returns the
    first call's id and stores nothing.
 6. ``lease`` returns due calls oldest first (by enqueue order, then due time).
+7. A call may be enqueued already ``dead`` (``enqueue(call, dead=error)``): a
+   call the platform decided not to make (a loop stopped by ``domain.chains``)
+   is kept like any dead letter, to be read, redriven or deleted, but is never
+   leased and holds no ordering key. Idempotency applies as to any enqueue.
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ class AsyncCall(msgspec.Struct, frozen=True):
     ordering_key: str | None = None
     idempotency_key: str | None = None
     lease_s: float = 960.0  # how long one attempt may hold the call: above the function's timeout
-    # Where it came from, for loop detection and destinations (see the triggers work).
+    # Where it came from: its chain of calls (``domain.chains.Chain.to_origin``), and what made
+    # it (a trigger's name...), for loop detection and for whoever reads it.
     origin: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -116,9 +121,12 @@ class AsyncQueue(Protocol):
 
     async def close(self) -> None: ...
 
-    async def enqueue(self, call: AsyncCall) -> tuple[str, bool]:
+    async def enqueue(self, call: AsyncCall, *, dead: dict[str, Any] | None = None) -> tuple[str, bool]:
         """Store ``call`` durably. Returns (id, created): the first call's id and False
-        for an idempotent repeat (guarantee 5)."""
+        for an idempotent repeat (guarantee 5).
+
+        ``dead``: store it ``dead`` at once, with that error (``{"code", "message"}``), no
+        attempt and no lease ever (guarantee 7)."""
 
     async def lease(
         self,

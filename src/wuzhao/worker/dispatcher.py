@@ -7,7 +7,8 @@ qualifier, runs the attempt through ``Worker.invoke`` under the call's own id
 asks ``domain.retries`` what comes next and acks: ``complete``, ``retry``,
 ``postpone`` or ``dead_letter``. A call finished for good may send its record
 to a destination (``domain.destinations``), enqueued before the ack, under an
-idempotency key, so that a crash between the two neither loses nor doubles it.
+idempotency key, so that a crash between the two neither loses nor doubles it; it
+continues the call's chain (``worker/deliveries.py``), so a loop of destinations stops.
 
 The loop wakes at once when this process enqueues, when an attempt ends, and
 otherwise sleeps until the queue's next due time (at most ``POLL_S``).
@@ -50,17 +51,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wuzhao.config import Settings
-from wuzhao.domain import destinations, retries
+from wuzhao.domain import chains, destinations, retries
 from wuzhao.domain.versions import Executable
 from wuzhao.errors import LeaseExpired, LeaseLost, NotFound, WuzhaoError
 from wuzhao.observe.metrics import Metrics
 from wuzhao.queue.api import AsyncCall, AsyncQueue, Attempt, Lease
+from wuzhao.worker.deliveries import LEASE_MARGIN_S, Deliveries, lease_seconds
 from wuzhao.worker.worker import Outcome, Worker
+
+__all__ = ["Dispatcher", "lease_seconds"]  # lease_seconds: where the gateway and scheduler know it
 
 log = logging.getLogger("wuzhao.dispatcher")
 
 POLL_S = 1.0  # the longest sleep: a safety net, every change of ours wakes the loop anyway
-LEASE_MARGIN_S = 30.0  # a lease outlasts the function's timeout, start and throttle wait by this
 RESULT_CAP = 256 * 1024  # results kept for GET /v1/invocations/{id}; a larger one is kept as null
 FIRST_GUESS_S = 0.5  # an attempt's duration before one of the function's was measured
 PURGE_EVERY_S = 300.0
@@ -68,12 +71,6 @@ PURGE_EVERY_S = 300.0
 FunctionKey = tuple[str, str]  # (namespace, function)
 # The executable a call's (namespace, function, qualifier) runs now; NotFound once gone.
 Resolver = Callable[[str, str, str | None], Executable]
-
-
-def lease_seconds(settings: Settings, timeout_s: float) -> float:
-    """How long one attempt may hold a call: it cannot last longer, so a lease still held
-    after this means its process died or hung, and the call may be leased again."""
-    return timeout_s + settings.init_timeout_s + settings.throttle_wait_s + LEASE_MARGIN_S
 
 
 @dataclass
@@ -100,6 +97,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         draw: Callable[[], float] = random.random,
         consumer: str | None = None,
+        deliveries: Deliveries | None = None,
     ) -> None:
         self._queue = queue
         self._worker = worker
@@ -119,6 +117,10 @@ class Dispatcher:
         self._loop: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self.depth: dict[FunctionKey, int] = {}  # unfinished calls, as of the last refresh
+        # Destination records go out through it; so do triggers' events (platform.py).
+        self.deliveries = deliveries or Deliveries(
+            queue, settings, resolve=resolve, metrics=metrics, wake=self.wake, clock=clock
+        )
 
     # lifecycle
 
@@ -363,7 +365,7 @@ class Dispatcher:
         started = self._clock()
         t0 = time.perf_counter()
         try:
-            outcome = await self._worker.invoke(target, call.event, call.id)
+            outcome = await self._worker.invoke(target, call.event, call.id, chain=_chain(call))
         except Exception:
             log.exception("asynchronous call %s: the attempt broke", call.id)
             outcome = Outcome(call.id, False, 0.0, target.version, error=WuzhaoError("internal error"))
@@ -460,15 +462,6 @@ class Dispatcher:
         name = destinations.destination(target.config, condition == destinations.SUCCESS)
         if name is None:
             return
-        origin = destinations.next_origin(call.origin, call.id)
-        if origin is None:
-            log.warning(
-                "asynchronous call %s: not sent on to %s, its chain is %d hops long",
-                call.id,
-                name,
-                destinations.MAX_HOPS,
-            )
-            return
         finished = destinations.Finished(
             call_id=call.id,
             namespace=call.namespace,
@@ -482,25 +475,18 @@ class Dispatcher:
             error=error,
             status=status,
         )
-        now = self._clock()
-        try:
-            timeout = self._resolve(call.namespace, name, None).config.timeout_s
-        except NotFound:  # kept all the same: a dead letter of that name until it exists
-            timeout = 900
-        record = destinations.record(finished, now=now, limit=self._settings.max_request_bytes)
-        await self._queue.enqueue(
-            AsyncCall(
-                id=str(uuid.uuid4()),
-                namespace=call.namespace,
-                function=name,
-                event=record,
-                enqueued_at=now,
-                idempotency_key=f"wuzhao-destination:{call.id}:{condition}:{attempts}",
-                lease_s=lease_seconds(self._settings, timeout),
-                origin=origin,
-            )
+        record = destinations.record(finished, now=self._clock(), limit=self._settings.max_request_bytes)
+        # A destination that does not exist yet gets it all the same: a dead letter under its
+        # name until it does. The record continues the call's chain: a function that names
+        # itself (or a cycle of them) is stopped by the loop rule.
+        await self.deliveries.send(
+            call.namespace,
+            name,
+            record,
+            idempotency_key=f"wuzhao-destination:{call.id}:{condition}:{attempts}",
+            cause=_chain(call),
+            origin={"from": call.id},
         )
-        self._wake.set()
 
     async def _ack(self, ack: Awaitable[None]) -> bool:
         """Await an ack; False when the lease was lost (another delivery has the call now)."""
@@ -528,6 +514,11 @@ class Dispatcher:
             except Exception:
                 log.exception("could not purge old asynchronous calls")
             await asyncio.sleep(min(PURGE_EVERY_S, max(1.0, retention / 10)))
+
+
+def _chain(call: AsyncCall) -> chains.Chain:
+    """The chain of calls ``call`` belongs to (a call queued before chains starts its own)."""
+    return chains.from_origin(call.origin, call.id, call.function)
 
 
 def _facts(lease: Lease) -> retries.Call:

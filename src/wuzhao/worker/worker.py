@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from wuzhao.config import Settings
+from wuzhao.domain import chains
+from wuzhao.domain.chains import Chain
 from wuzhao.domain.functions import FunctionRecord
 from wuzhao.domain.instances import IdleInstance, expired
 from wuzhao.domain.versions import LATEST, Executable
@@ -58,6 +60,8 @@ class InFlight:
     target: Executable
     started_at: float
     cold_start: bool
+    # The chain of calls it belongs to: what the calls it makes (the in-function API) continue.
+    chain: Chain
 
 
 class Worker:
@@ -98,10 +102,20 @@ class Worker:
 
     # the hot path
 
-    async def invoke(self, target: Executable, event: bytes, invocation_id: str | None = None) -> Outcome:
+    async def invoke(
+        self,
+        target: Executable,
+        event: bytes,
+        invocation_id: str | None = None,
+        *,
+        chain: Chain | None = None,
+    ) -> Outcome:
         """Run one call. ``invocation_id``: an asynchronous call's own id, so that each attempt's
         record and log lines (and the handler's request id) carry it; the caller never runs
-        two attempts with one id at once. Otherwise a new UUID."""
+        two attempts with one id at once. Otherwise a new UUID.
+
+        ``chain``: the chain of calls it belongs to (``domain/chains.py``), kept in
+        ``inflight`` while it runs; None: a call a client made, which starts one."""
         invocation_id = invocation_id or str(uuid.uuid4())
         if self._closed:
             error = ServiceUnavailable("the server is shutting down")
@@ -113,7 +127,9 @@ class Worker:
         instance: Instance | None = None
         pool: FunctionPool | None = None
         healthy = False
-        self.inflight[invocation_id] = InFlight(target, started, False)
+        if chain is None:
+            chain = chains.start(target.function, invocation_id)
+        self.inflight[invocation_id] = InFlight(target, started, False, chain)
         try:
             while True:
                 pool = self._pool(target)
@@ -124,7 +140,7 @@ class Worker:
                     target = self._resolve(target.namespace, target.function, target.version)
             if cold:
                 init_ms = (time.perf_counter() - t0) * 1000
-                self.inflight[invocation_id] = InFlight(target, started, True)
+                self.inflight[invocation_id] = InFlight(target, started, True, chain)
             t1 = time.perf_counter()
             try:
                 result = await instance.invoke(invocation_id, event)
@@ -143,6 +159,12 @@ class Worker:
             del self.inflight[invocation_id]
             if instance is not None and pool is not None:
                 pool.release(instance, healthy=healthy)
+
+    def chain_of(self, invocation_id: str) -> Chain | None:
+        """The chain of a call running here, which the calls it makes continue (the in-function
+        API passes it to ``Objects``, ``Notifications`` and ``Deliveries``); None once it ended."""
+        running = self.inflight.get(invocation_id)
+        return None if running is None else running.chain
 
     # what the API shows
 

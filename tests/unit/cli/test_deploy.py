@@ -49,6 +49,8 @@ def on_server(project: Path, name: str, **settings: Any) -> dict[str, Any]:
         "on_success": None,
         "on_failure": None,
         "ordering_hold": False,
+        "max_chain_calls": 16,
+        "recursive_loop": "terminate",
         "code_sha256": sha,
         "code_size": 141,
         **settings,
@@ -99,9 +101,28 @@ def test_deploy_leaves_unnamed_async_settings_alone(run: Callable[..., Run], tmp
     assert set(body) == {"code", "ordering_hold"} and body["ordering_hold"] is False
 
 
+def test_deploy_sends_the_loop_settings(run: Callable[..., Run], tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text("")
+    args = ["deploy", str(tmp_path), "-n", "hello", "--max-chain-calls", "3", "--recursive-loop", "allow"]
+
+    done = run(args, ok(FUNCTION, 200))
+
+    assert done.result.exit_code == 0, done.result.output
+    body = json.loads(done.request.content)
+    assert (body["max_chain_calls"], body["recursive_loop"]) == (3, "allow")
+
+
 @pytest.mark.parametrize(
     ("option", "bad"),
-    [("--max-retries", "11"), ("--retry-delay", "0.01"), ("--max-event-age", "0"), ("--max-event-age", "1h")],
+    [
+        ("--max-retries", "11"),
+        ("--retry-delay", "0.01"),
+        ("--max-event-age", "0"),
+        ("--max-event-age", "1h"),
+        ("--max-chain-calls", "0"),
+        ("--max-chain-calls", "1001"),
+        ("--recursive-loop", "forever"),
+    ],
 )
 def test_deploy_checks_the_async_bounds(
     run: Callable[..., Run], tmp_path: Path, option: str, bad: str

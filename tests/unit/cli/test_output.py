@@ -70,6 +70,28 @@ def test_function_panel_without_retries_or_hold() -> None:
 
 def test_function_panel_of_a_server_without_async_calls() -> None:
     assert "retries" not in shown(output.function_panel(FUNCTION))
+    assert "loops" not in shown(output.function_panel(FUNCTION))
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            {"max_chain_calls": 16, "recursive_loop": "terminate"},
+            "loops         stopped after 16 calls in one chain",
+        ),
+        (
+            {"max_chain_calls": 3, "recursive_loop": "terminate"},
+            "loops         stopped after 3 calls in one chain",
+        ),
+        (
+            {"max_chain_calls": 16, "recursive_loop": "allow"},
+            "loops         allowed: a chain of calls may call",
+        ),
+    ],
+)
+def test_function_panel_shows_what_stops_a_loop(settings: dict[str, Any], expected: str) -> None:
+    assert expected in shown(output.function_panel({**FUNCTION, **ASYNC, **settings}))
 
 
 def test_tables_never_read_user_values_as_markup() -> None:

@@ -33,6 +33,28 @@ CRON = {
     "created_at": "2024-05-01T12:00:00Z",
     "updated_at": "2024-05-01T12:00:00Z",
 }
+OBJECT = {
+    "name": "thumbs",
+    "function": "resize",
+    "qualifier": None,
+    "type": "object",
+    "bucket": "photos",
+    "events": ["created", "deleted"],
+    "prefix": "in/",
+    "suffix": ".png",
+    "created_at": "2024-05-01T12:00:00Z",
+    "updated_at": "2024-05-01T12:00:00Z",
+}
+TOPIC = {
+    "name": "refunds",
+    "function": "refund",
+    "qualifier": None,
+    "type": "topic",
+    "topic": "orders",
+    "filter": {"kind": ["chargeback", "refund"], "region": ["eu"]},
+    "created_at": "2024-05-01T12:00:00Z",
+    "updated_at": "2024-05-01T12:00:00Z",
+}
 
 
 HTTP_ARGS = ["--path", "/users/{id}", "--auth", "none"]
@@ -90,10 +112,104 @@ def test_put_a_cron_trigger(run: Callable[..., Run]) -> None:
             "--method, --auth is not an",
         ),
         (["--type", "ftp"], "Invalid value for '--type'"),
+        (["--type", "object"], "--type object needs --bucket"),
+        (["--type", "topic"], "--type topic needs --topic"),
+        (
+            ["--type", "object", "-b", "photos", "--filter", "a=b"],
+            "--filter is not an option of --type object",
+        ),
+        (
+            ["--type", "topic", "-t", "orders", "--suffix", ".png"],
+            "--suffix is not an option of --type topic",
+        ),
+        (["--type", "http", "--path", "/x", "--bucket", "b"], "--bucket is not an option of --type http"),
+        (["--type", "topic", "-t", "orders", "--filter", "kind"], "'kind' is not NAME=VALUE"),
+        (["--type", "object", "-b", "photos", "--event", "put"], "Invalid value for '--event'"),
     ],
 )
 def test_put_refuses_options_of_another_type(run: Callable[..., Run], args: list[str], message: str) -> None:
     done = run(["trigger", "put", "t", "-f", "api", *args])
+
+    assert done.result.exit_code == 2
+    assert message in done.result.stderr
+    assert done.server.requests == []
+
+
+def test_put_an_object_trigger(run: Callable[..., Run]) -> None:
+    args = ["--type", "object", "-b", "photos", "--event", "created", "--event", "deleted"]
+    done = run(
+        ["trigger", "put", "thumbs", "-f", "resize", *args, "--prefix", "in/", "--suffix", ".png"],
+        ok(OBJECT, 201),
+    )
+
+    assert done.result.exit_code == 0, done.result.output
+    assert done.result.stdout == "created trigger thumbs: created,deleted -> resize in wz://photos/in/*.png\n"
+    assert json.loads(done.request.content) == {
+        "type": "object",
+        "function": "resize",
+        "bucket": "photos",
+        "events": ["created", "deleted"],
+        "prefix": "in/",
+        "suffix": ".png",
+    }
+
+
+def test_put_a_topic_trigger(run: Callable[..., Run]) -> None:
+    filters = ["--filter", "kind=refund", "--filter", "kind=chargeback", "--filter", "region=eu"]
+    done = run(
+        ["trigger", "put", "refunds", "-f", "refund", "--type", "topic", "-t", "orders", *filters], ok(TOPIC)
+    )
+
+    assert done.result.exit_code == 0, done.result.output
+    assert done.result.stdout == (
+        "updated trigger refunds: kind=chargeback|refund region=eu -> refund from topic orders\n"
+    )
+    assert json.loads(done.request.content) == {
+        "type": "topic",
+        "function": "refund",
+        "topic": "orders",
+        "filter": {"kind": ["refund", "chargeback"], "region": ["eu"]},
+    }
+
+
+def test_publish_a_message(run: Callable[..., Run]) -> None:
+    answer = {"message_id": "m-1", "deliveries": 2}
+    done = run(
+        ["topic", "publish", "orders", "order 7", "--attr", "kind=refund", "--attr", "region=eu"],
+        ok(answer, 202),
+    )
+
+    assert done.result.exit_code == 0, done.result.output
+    assert done.result.stdout == "m-1\n"
+    assert "published to orders: 2 subscribers will get it" in done.result.stderr
+    assert (done.request.method, done.request.url.path) == ("POST", "/v1/topics/orders/messages")
+    assert json.loads(done.request.content) == {
+        "message": "order 7",
+        "attributes": {"kind": "refund", "region": "eu"},
+    }
+
+
+def test_publish_json_from_stdin(run: Callable[..., Run]) -> None:
+    done = run(
+        ["topic", "publish", "orders", "-", "--json"],
+        ok({"message_id": "m-2", "deliveries": 1}, 202),
+        stdin='{"order": 7}',
+    )
+
+    assert done.result.exit_code == 0, done.result.output
+    assert json.loads(done.request.content) == {"message": {"order": 7}, "attributes": {}}
+    assert "1 subscriber will get it" in done.result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["orders", "x", "--attr", "kind"], "'kind' is not NAME=VALUE"),
+        (["orders", "{", "--json"], "is not JSON"),
+    ],
+)
+def test_publish_refuses_bad_input(run: Callable[..., Run], args: list[str], message: str) -> None:
+    done = run(["topic", "publish", *args])
 
     assert done.result.exit_code == 2
     assert message in done.result.stderr
@@ -106,6 +222,11 @@ def test_ls_get_rm(run: Callable[..., Run]) -> None:
         list(output.TRIGGER_COLUMNS),
         ["nightly", "cron", "report:live", "0 3 * * * (Europe/Paris)", "2024-05-02 01:00:00"],
         ["users", "http", "api", "GET,POST /users/{id}", "/http/default/users/{id} (open)"],
+    ]
+    events = run(["trigger", "ls"], ok({"triggers": [TOPIC, OBJECT]}))
+    assert [line.split("\t") for line in events.result.stdout.splitlines()][1:] == [
+        ["refunds", "topic", "refund", "kind=chargeback|refund region=eu", "topic orders"],
+        ["thumbs", "object", "resize", "created,deleted", "wz://photos/in/*.png"],
     ]
     one = run(["trigger", "ls", "-f", "api"], ok({"triggers": [HTTP]}))
     assert one.request.url.params["function"] == "api"

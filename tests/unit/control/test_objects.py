@@ -7,6 +7,8 @@ import pytest
 
 from wuzhao.control.namespaces import Namespaces
 from wuzhao.control.objects import Objects, OnChange
+from wuzhao.domain import chains
+from wuzhao.domain.chains import Chain
 from wuzhao.errors import BadRequest, Conflict, NotFound, ObjectEventFailed, PayloadTooLarge
 from wuzhao.objects.api import ObjectEvent
 from wuzhao.objects.local import LocalObjectStore
@@ -54,7 +56,7 @@ def test_the_hook_hears_every_change_after_it_is_durable(open_objects: OpenObjec
     visible: list[bytes] = []
 
     async def main() -> None:
-        async def on_change(event: ObjectEvent) -> None:
+        async def on_change(event: ObjectEvent, cause: Chain | None) -> None:
             events.append(event)
             if event.kind == "created":  # already readable when the hook runs
                 visible.append(await read(objects, event.bucket, event.key))
@@ -84,7 +86,7 @@ def test_the_hook_hears_every_change_after_it_is_durable(open_objects: OpenObjec
 
 def test_a_failing_hook_is_an_error_but_the_change_stands(open_objects: OpenObjects) -> None:
     async def main() -> None:
-        async def on_change(event: ObjectEvent) -> None:
+        async def on_change(event: ObjectEvent, cause: Chain | None) -> None:
             raise RuntimeError("the trigger queue is down")
 
         async with open_objects(on_change=on_change) as objects:
@@ -104,7 +106,7 @@ def test_no_hook_by_default_and_watch_sets_or_clears_it(open_objects: OpenObject
     heard: list[str] = []
 
     async def main() -> None:
-        async def on_change(event: ObjectEvent) -> None:
+        async def on_change(event: ObjectEvent, cause: Chain | None) -> None:
             heard.append(event.key)
 
         async with open_objects() as objects:
@@ -117,6 +119,30 @@ def test_no_hook_by_default_and_watch_sets_or_clears_it(open_objects: OpenObject
 
     asyncio.run(main())
     assert heard == ["during"]
+
+
+def test_the_hook_hears_the_cause_of_a_change(open_objects: OpenObjects) -> None:
+    heard: list[tuple[str, str, Chain | None]] = []
+    writer = chains.start("writer", "call-1")
+
+    async def main() -> None:
+        async def on_change(event: ObjectEvent, cause: Chain | None) -> None:
+            heard.append((event.kind, event.key, cause))
+
+        async with open_objects(on_change=on_change) as objects:
+            await objects.create_bucket(NS, "bkt")
+            await objects.put(NS, "bkt", "by-a-client", body(b""))
+            await objects.put(NS, "bkt", "by-a-function", body(b""), cause=writer)
+            await objects.delete(NS, "bkt", "by-a-function", cause=writer)
+            await objects.delete(NS, "bkt", "by-a-client")
+
+    asyncio.run(main())
+    assert heard == [
+        ("created", "by-a-client", None),
+        ("created", "by-a-function", writer),
+        ("deleted", "by-a-function", writer),
+        ("deleted", "by-a-client", None),
+    ]
 
 
 def test_names_are_checked_before_the_store(open_objects: OpenObjects) -> None:

@@ -15,7 +15,7 @@ from wuzhao.control.triggers import Triggers
 from wuzhao.control.versions import Versions
 from wuzhao.domain.functions import FunctionUpdate
 from wuzhao.domain.routes import split_path
-from wuzhao.domain.triggers import CronTrigger, HttpTrigger, TopicTrigger
+from wuzhao.domain.triggers import CronTrigger, HttpTrigger, ObjectTrigger, TopicTrigger
 from wuzhao.errors import BadRequest, Conflict, NotFound
 from wuzhao.store.sqlite import SqliteStore
 
@@ -153,8 +153,11 @@ def test_the_function_and_qualifier_must_exist(open_env: OpenEnv) -> None:
             assert record.spec.qualifier == "live"
             await env.triggers.put("default", "pinned", http("/pinned", qualifier="1"))
             with pytest.raises(BadRequest) as caught:
-                await env.triggers.put("default", "later", TopicTrigger(function="api", topic="orders"))
-            assert caught.value.field == "type"
+                await env.triggers.put("default", "orders", TopicTrigger(function="nope", topic="orders"))
+            assert caught.value.field == "function"
+            with pytest.raises(BadRequest) as caught:
+                await env.triggers.put("default", "photos", ObjectTrigger(function="api", bucket="p..x"))
+            assert caught.value.field == "bucket"
             assert [t.name for t in env.triggers.find("default")] == ["pinned", "users"]
 
     asyncio.run(main())
@@ -233,5 +236,43 @@ def test_a_tick_of_a_deleted_trigger_is_not_kept(open_env: OpenEnv) -> None:
             await env.triggers.record_tick("default", "tick", 1060)
             assert env.triggers.last_tick("default", "tick") is None
             assert await env.store.last_ticks() == {}
+
+    asyncio.run(main())
+
+
+def test_object_and_topic_subscribers_are_kept_per_namespace(open_env: OpenEnv) -> None:
+    def names(found: list[tuple[object, object]]) -> list[str]:
+        return [record.name for record, _ in found]  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        async with open_env() as env:
+            await env.deploy()
+            await env.deploy("job")
+            await env.deploy(namespace="team")
+            await env.triggers.put("default", "b-photos", ObjectTrigger(function="api", bucket="photos"))
+            await env.triggers.put("default", "a-logs", ObjectTrigger(function="job", bucket="logs"))
+            await env.triggers.put("team", "photos", ObjectTrigger(function="api", bucket="photos"))
+            await env.triggers.put("default", "refunds", TopicTrigger(function="api", topic="orders"))
+            await env.triggers.put("default", "audit", TopicTrigger(function="job", topic="orders"))
+            await env.triggers.put("default", "other", TopicTrigger(function="job", topic="news"))
+            await env.triggers.put("default", "users", http())
+            assert names(env.triggers.object_triggers("default")) == ["a-logs", "b-photos"]
+            assert names(env.triggers.object_triggers("team")) == ["photos"]
+            assert env.triggers.object_triggers("nobody") == []
+            assert names(env.triggers.topic_triggers("default", "orders")) == ["audit", "refunds"]
+            assert names(env.triggers.topic_triggers("default", "news")) == ["other"]
+            assert env.triggers.topic_triggers("team", "orders") == []
+            # A trigger changed to another topic moves; a deleted function takes its triggers along.
+            await env.triggers.put("default", "refunds", TopicTrigger(function="api", topic="news"))
+            assert names(env.triggers.topic_triggers("default", "orders")) == ["audit"]
+            await env.registry.delete("default", "job")
+            assert names(env.triggers.object_triggers("default")) == ["b-photos"]
+            assert names(env.triggers.topic_triggers("default", "news")) == ["refunds"]
+            await env.triggers.delete("default", "b-photos")
+            assert env.triggers.object_triggers("default") == []
+        async with open_env() as env:  # and a restart finds them again
+            assert names(env.triggers.object_triggers("team")) == ["photos"]
+            (record, spec) = env.triggers.topic_triggers("default", "news")[0]
+            assert (record.name, spec.function) == ("refunds", "api")
 
     asyncio.run(main())

@@ -2,6 +2,7 @@ import pytest
 
 from wuzhao.domain import chains
 from wuzhao.domain.chains import Chain
+from wuzhao.domain.functions import FunctionConfig
 from wuzhao.errors import RecursiveLoop
 
 
@@ -57,3 +58,17 @@ def test_an_origin_without_a_chain_starts_one(origin: dict[str, object]) -> None
 def test_counts_are_bounded() -> None:
     chain = walk([f"f{i}" for i in range(chains.MAX_TRACKED + 50)], 16)
     assert len(chain.counts) == chains.MAX_TRACKED
+
+
+@pytest.mark.parametrize(
+    ("config", "limit"),
+    [
+        (FunctionConfig(), 16),
+        (FunctionConfig(max_chain_calls=3), 3),
+        (FunctionConfig(recursive_loop="allow"), None),  # opted out
+        (FunctionConfig(max_chain_calls=3, recursive_loop="allow"), None),
+    ],
+)
+def test_a_functions_limit(config: FunctionConfig, limit: int | None) -> None:
+    assert chains.limit_of(config) == limit
+    assert chains.DEFAULT_LIMIT == FunctionConfig().max_chain_calls == 16

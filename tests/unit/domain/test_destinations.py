@@ -4,12 +4,9 @@ from typing import Any
 import pytest
 
 from wuzhao.domain.destinations import (
-    MAX_HOPS,
     SUCCESS,
     Finished,
     destination,
-    next_origin,
-    origin_of_new_call,
     record,
 )
 from wuzhao.domain.functions import FunctionConfig
@@ -108,16 +105,3 @@ def test_a_record_over_the_limit_drops_the_payloads(
 )
 def test_which_destination(config: FunctionConfig, succeeded: bool, expected: str | None) -> None:
     assert destination(config, succeeded) == expected
-
-
-def test_a_chain_grows_one_hop_at_a_time_and_stops() -> None:
-    origin = origin_of_new_call("first")
-    assert origin == {"chain": "first", "hop": 0}
-    for hop in range(1, MAX_HOPS + 1):
-        origin = next_origin(origin, f"call{hop}")  # type: ignore[assignment]
-        assert origin == {"chain": "first", "hop": hop, "from": f"call{hop}"}
-    assert next_origin(origin, "one-too-many") is None
-
-
-def test_a_call_without_an_origin_starts_a_chain() -> None:
-    assert next_origin({}, "c9") == {"chain": "c9", "hop": 1, "from": "c9"}

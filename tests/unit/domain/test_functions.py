@@ -176,6 +176,12 @@ def test_a_reserved_name_in_the_current_env_is_caught_too() -> None:
         (b'{"on_failure": 1}', False),
         (b'{"ordering_hold": true}', True),
         (b'{"ordering_hold": "yes"}', False),
+        (b'{"max_chain_calls": 1}', True),
+        (b'{"max_chain_calls": 1000}', True),
+        (b'{"max_chain_calls": 0}', False),
+        (b'{"max_chain_calls": 1001}', False),
+        (b'{"recursive_loop": "allow"}', True),
+        (b'{"recursive_loop": 1}', False),
     ],
 )
 def test_update_body_limits(body: bytes, ok: bool) -> None:
@@ -218,3 +224,19 @@ def test_a_destination_must_be_a_function_name(name: str) -> None:
     with pytest.raises(BadRequest) as info:
         merge_config(None, FunctionUpdate(on_failure=name))
     assert info.value.field == "on_failure"
+
+
+def test_loops_are_stopped_at_16_calls_by_default_and_a_function_may_opt_out() -> None:
+    config = merge_config(None, FunctionUpdate())
+    assert (config.max_chain_calls, config.recursive_loop) == (16, "terminate")
+    allowed = merge_config(config, FunctionUpdate(recursive_loop="allow", max_chain_calls=4))
+    assert (allowed.max_chain_calls, allowed.recursive_loop) == (4, "allow")
+    assert merge_config(allowed, FunctionUpdate(memory_mb=256)).recursive_loop == "allow"
+
+
+@pytest.mark.parametrize("mode", ["Allow", "ignore", ""])
+def test_unknown_recursive_loop_modes_are_refused(mode: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        merge_config(None, FunctionUpdate(recursive_loop=mode))
+    assert info.value.field == "recursive_loop"
+    assert "terminate, allow" in info.value.message

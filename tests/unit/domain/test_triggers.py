@@ -84,7 +84,7 @@ def test_check_normalises_methods() -> None:
             "timezone",
             "unknown",
         ),
-        ("t", ObjectTrigger(function="f", bucket="photos"), "type", "object triggers are not delivered"),
+        ("t", ObjectTrigger(function="f", bucket="a..b"), "bucket", "is not a bucket name"),
         ("t", ObjectTrigger(function="f", bucket="No_Such"), "bucket", "is not a bucket name"),
         ("t", ObjectTrigger(function="f", bucket="photos", events=[]), "events", "created, deleted"),
         (
@@ -93,10 +93,22 @@ def test_check_normalises_methods() -> None:
             "events",
             "once each",
         ),
-        ("t", TopicTrigger(function="f", topic="orders"), "type", "topic triggers are not delivered"),
         ("t", TopicTrigger(function="f", topic="Orders!"), "topic", "is not a topic name"),
         ("t", TopicTrigger(function="f", topic="orders", filter={"kind": []}), "filter", "1 to 64 values"),
         ("t", TopicTrigger(function="f", topic="orders", filter={"": ["a"]}), "filter", "needs a name"),
+        ("t", TopicTrigger(function="f", topic="orders", filter={"a b": ["x"]}), "filter", "name 'a b'"),
+        (
+            "t",
+            TopicTrigger(function="f", topic="orders", filter={"kind": ["x\n"]}),
+            "filter.kind",
+            "no control characters",
+        ),
+        (
+            "t",
+            TopicTrigger(function="f", topic="orders", filter={f"a{i}": ["x"] for i in range(17)}),
+            "filter",
+            "at most 16 attributes",
+        ),
     ],
 )
 def test_check_refuses(name: str, spec: Any, field: str, message: str) -> None:
@@ -117,3 +129,28 @@ def test_missed_ticks_default_to_the_servers() -> None:
     assert missed_ticks(CronTrigger(function="f", schedule="rate(1 hour)"), "skip") is MissedTicks.SKIP
     caught_up = CronTrigger(function="f", schedule="rate(1 hour)", missed_ticks="catch_up_one")
     assert missed_ticks(caught_up, "skip") is MissedTicks.CATCH_UP_ONE
+
+
+def test_object_and_topic_triggers_are_normalised() -> None:
+    both = ObjectTrigger(function="f", bucket="photos", events=["deleted", "created"], prefix="a/")
+    assert check_trigger("t", both) == msgspec.structs.replace(both, events=["created", "deleted"])
+    assert check_trigger("t", ObjectTrigger(function="f", bucket="photos")).events == ["created"]  # type: ignore[union-attr]
+    topic = TopicTrigger(function="f", topic="orders", filter={"z": ["b", "a", "b"], "a": ["x"]})
+    checked = check_trigger("t", topic)
+    assert checked.filter == {"a": ["x"], "z": ["a", "b"]}  # type: ignore[union-attr]
+    assert list(checked.filter) == ["a", "z"]  # type: ignore[union-attr]
+    assert msgspec.to_builtins(checked) == {
+        "type": "topic",
+        "topic": "orders",
+        "filter": {"a": ["x"], "z": ["a", "b"]},
+        "function": "f",
+        "qualifier": None,
+    }
+
+
+def test_every_type_is_stored_and_read_back() -> None:
+    for spec in (
+        ObjectTrigger(function="f", bucket="photos", events=["deleted"], suffix=".png"),
+        TopicTrigger(function="f", topic="orders", filter={"kind": ["a"]}),
+    ):
+        assert msgspec.json.decode(msgspec.json.encode(spec), type=TriggerSpec) == spec

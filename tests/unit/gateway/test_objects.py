@@ -16,6 +16,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wuzhao.control.objects import Objects, OnChange
+from wuzhao.domain.chains import Chain
 from wuzhao.errors import RangeNotSatisfiable, WuzhaoError
 from wuzhao.gateway import app as app_module
 from wuzhao.gateway import objects as routes
@@ -168,7 +169,7 @@ async def serve(tmp_path: Path, on_change: OnChange | None, check: Any) -> None:
 def test_a_failing_hook_answers_500_and_the_object_stays(tmp_path: Path) -> None:
     events: list[ObjectEvent] = []
 
-    async def on_change(event: ObjectEvent) -> None:
+    async def on_change(event: ObjectEvent, cause: Chain | None) -> None:
         events.append(event)
         raise OSError("the trigger's queue is full")
 

@@ -13,8 +13,9 @@ from starlette.routing import Route
 
 from wuzhao import __version__
 from wuzhao.domain.functions import HANDLER_PATTERN, FunctionConfig, FunctionRecord
+from wuzhao.domain.triggers import ObjectTrigger, TopicTrigger
 from wuzhao.errors import ERRORS_BY_CODE
-from wuzhao.gateway import functions, invocations, layers, openapi, tenancy, versions
+from wuzhao.gateway import functions, invocations, layers, openapi, tenancy, topics, triggers, versions
 from wuzhao.gateway.app import ROUTES
 from wuzhao.queue.api import AsyncCall, Attempt, CallState
 from wuzhao.store.api import (
@@ -24,8 +25,10 @@ from wuzhao.store.api import (
     LogLine,
     NamespaceRecord,
     SecretRecord,
+    TriggerRecord,
     VersionRecord,
 )
+from wuzhao.worker.notifications import Published
 
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 DOCUMENT = openapi.build_document(ROUTES)
@@ -128,7 +131,7 @@ def test_union_bodies_are_described_by_their_members() -> None:
     schemas = DOCUMENT["components"]["schemas"]
     assert schemas["TriggerBody"] == union
     assert union["discriminator"]["propertyName"] == "type"
-    assert set(union["discriminator"]["mapping"]) == {"http", "cron"}
+    assert set(union["discriminator"]["mapping"]) == {"http", "cron", "object", "topic"}
     for name, schema in expected.items():
         assert schemas[name] == openapi._ecma_patterns(schema)
 
@@ -244,6 +247,7 @@ VIEWS: list[tuple[str, Any]] = [
     ("AsyncInvocation", invocations.call_view(SUCCEEDED)),
     ("AsyncInvocation", invocations.call_view(DEAD)),
     ("DeadLetterPage", {"dead_letters": [invocations.call_view(DEAD)], "next": None}),
+    ("Published", topics.published_view(Published("m-1", 2))),
 ]
 STRUCTS = {cls.__name__: cls for cls in openapi.RESPONSE_STRUCTS} | {"LogLine": openapi.LogLine}
 
@@ -257,3 +261,19 @@ def test_every_answer_has_exactly_the_documented_fields(name: str, view: dict[st
     msgspec.json.decode(msgspec.json.encode(view), type=struct)
     schema = DOCUMENT["components"]["schemas"][name]
     assert set(schema["properties"]) == set(view)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ObjectTrigger(
+            function="fn", bucket="photos", events=["created", "deleted"], prefix="in/", suffix=".png"
+        ),
+        TopicTrigger(function="fn", qualifier="live", topic="orders", filter={"kind": ["a", "b"]}),
+    ],
+)
+def test_object_and_topic_triggers_are_shown_as_documented(spec: Any) -> None:
+    view = triggers.trigger_view(PLATFORM, TriggerRecord("default", "t", spec, NOW, NOW))  # type: ignore[arg-type]
+    assert msgspec.convert(view, openapi.Trigger) is not None
+    assert set(view) <= set(DOCUMENT["components"]["schemas"]["Trigger"]["properties"])
+    assert view["type"] == spec.__struct_config__.tag

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from wuzhao.config import Settings
+from wuzhao.domain import chains
+from wuzhao.domain.chains import Chain
 from wuzhao.domain.functions import FunctionConfig
 from wuzhao.domain.versions import Executable
 from wuzhao.errors import FunctionError, NotFound, Throttled, WuzhaoError
@@ -34,9 +36,19 @@ class FakeWorker:
     most: collections.Counter[str] = field(default_factory=collections.Counter)  # by function
     ran: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    chains: dict[str, Chain] = field(default_factory=dict)  # by call id: what each attempt ran in
 
-    async def invoke(self, target: Executable, event: bytes, invocation_id: str | None = None) -> Outcome:
+    async def invoke(
+        self,
+        target: Executable,
+        event: bytes,
+        invocation_id: str | None = None,
+        *,
+        chain: Chain | None = None,
+    ) -> Outcome:
         assert invocation_id is not None  # an attempt always runs under its call's id
+        assert chain is not None  # and in its call's chain
+        self.chains[invocation_id] = chain
         function = target.function
         self.running[function] += 1
         self.most[function] = max(self.most[function], self.running[function])
@@ -323,7 +335,7 @@ def test_a_destination_record_is_queued_once_before_the_ack(settings: Settings) 
         return b'{"ok": 1}'
 
     async def scenario(queue: SqliteQueue, dispatcher: Dispatcher, worker: FakeWorker) -> None:
-        await queue.enqueue(call("src", function="fn"))
+        await queue.enqueue(call("src", function="fn", origin=chains.start("fn", "src").to_origin()))
         dispatcher.wake()
         await until(queue, ["src"], {"succeeded"})
         deadline = time.monotonic() + 10
@@ -333,7 +345,10 @@ def test_a_destination_record_is_queued_once_before_the_ack(settings: Settings) 
         destination = worker.ran[1]
         (state,) = await until(queue, [destination], {"succeeded"})
         assert state.call.function == "sink"
-        assert state.call.origin == {"chain": "src", "hop": 1, "from": "src"}
+        # The record continues the chain of the call it tells of.
+        assert state.call.origin == {"chain": "src", "hop": 1, "counts": {"fn": 1, "sink": 1}, "from": "src"}
+        assert worker.chains["src"] == chains.start("fn", "src")
+        assert worker.chains[destination] == Chain("src", 1, {"fn": 1, "sink": 1})
         assert state.call.idempotency_key == "wuzhao-destination:src:Success:1"
         # The same record again (a re-run after a crash before the ack) is not queued twice.
         again, created = await queue.enqueue(
@@ -360,3 +375,44 @@ def test_succeeded_calls_are_forgotten_after_their_retention(tmp_path: Path) -> 
             await asyncio.sleep(0.05)
 
     run(settings, echo, scenario, fn=FunctionConfig())
+
+
+def test_a_destination_naming_its_own_function_stops_at_its_limit(settings: Settings) -> None:
+    metrics = Metrics()
+
+    async def echo(call_id: str, event: bytes) -> bytes:
+        return b"{}"
+
+    async def scenario(queue: SqliteQueue, dispatcher: Dispatcher, worker: FakeWorker) -> None:
+        await queue.enqueue(call("first", function="loop"))  # no origin: older data starts a chain
+        dispatcher.wake()
+        deadline = time.monotonic() + 10
+        while len(worker.ran) < 3 or len(await queue.dead_letters("default", "loop")) < 1:
+            assert time.monotonic() < deadline, worker.ran
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # and nothing more comes
+        assert len(worker.ran) == 3  # max_chain_calls: the first call and two records
+        (stopped,) = await queue.dead_letters("default", "loop")
+        assert stopped.error is not None and stopped.error["code"] == "RecursiveLoop"
+        assert "called 3 times in one chain of calls (chain first)" in stopped.error["message"]
+        assert stopped.attempts == ()
+        assert stopped.call.origin["from"] == worker.ran[-1]
+        assert [worker.chains[i].hop for i in worker.ran] == [0, 1, 2]
+
+    worker = FakeWorker(echo)
+
+    async def main() -> None:
+        queue = SqliteQueue(settings.data_dir / "queue.db")
+        await queue.open()
+        resolve = functions(loop=FunctionConfig(on_success="loop", max_chain_calls=3))
+        dispatcher = Dispatcher(queue, worker, settings, resolve=resolve, metrics=metrics)
+        dispatcher.start()
+        try:
+            await scenario(queue, dispatcher, worker)
+        finally:
+            await dispatcher.stop(0.1)
+            await queue.close()
+
+    asyncio.run(main())
+    exposition = metrics.exposition().decode()
+    assert 'wuzhao_recursive_loops_total{function="loop",namespace="default"} 1.0' in exposition

@@ -84,8 +84,8 @@ class SqliteQueue:
 
     # -- calls -------------------------------------------------------------
 
-    async def enqueue(self, call: AsyncCall) -> tuple[str, bool]:
-        return await self.writer.run(functools.partial(calls.enqueue, call=call))
+    async def enqueue(self, call: AsyncCall, *, dead: dict[str, Any] | None = None) -> tuple[str, bool]:
+        return await self.writer.run(functools.partial(calls.enqueue, call=call, dead=dead))
 
     async def get(self, call_id: str) -> CallState | None:
         return await self.reader.run(functools.partial(calls.get, call_id=call_id))

@@ -7,6 +7,7 @@ changes, the reader for look-ups); ``SqliteQueue`` wraps them in coroutines.
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 from wuzhao.errors import Conflict, NotFound
 from wuzhao.queue.api import IDEMPOTENCY_WINDOW_S, AsyncCall, CallState
@@ -15,7 +16,7 @@ from wuzhao.queue.sqlite import keys, rows
 PURGE_CHUNK = 2000  # rows per purge transaction, so enqueues are not held back for long
 
 
-def enqueue(db: sqlite3.Connection, call: AsyncCall) -> tuple[str, bool]:
+def enqueue(db: sqlite3.Connection, call: AsyncCall, dead: dict[str, Any] | None = None) -> tuple[str, bool]:
     if call.idempotency_key is not None:
         first = db.execute(
             "SELECT call_id, created_at FROM idempotency WHERE namespace = ? AND function = ? AND key = ?",
@@ -28,14 +29,14 @@ def enqueue(db: sqlite3.Connection, call: AsyncCall) -> tuple[str, bool]:
             " VALUES (?, ?, ?, ?, ?)",
             (call.namespace, call.function, call.idempotency_key, call.id, call.enqueued_at),
         )
-    waits = call.ordering_key is not None and keys.is_taken(
-        db, call.namespace, call.function, call.ordering_key
-    )
+    # A dead call is inactive: it neither waits for its ordering key nor holds it (lane 0: never leased).
+    key = call.ordering_key if dead is None else None
+    waits = key is not None and keys.is_taken(db, call.namespace, call.function, key)
     try:
         cursor = db.execute(
             "INSERT INTO calls (id, namespace, function, qualifier, ordering_key, idempotency_key, origin,"
-            " enqueued_at, lease_s, status, due_at, updated_at, lane, wake_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+            " enqueued_at, lease_s, status, due_at, updated_at, lane, wake_at, active, error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 call.id,
                 call.namespace,
@@ -46,10 +47,13 @@ def enqueue(db: sqlite3.Connection, call: AsyncCall) -> tuple[str, bool]:
                 rows.encode_object(call.origin),
                 call.enqueued_at,
                 call.lease_s,
+                "queued" if dead is None else "dead",
                 call.enqueued_at,
                 call.enqueued_at,
-                0 if waits else 1,
+                0 if waits or dead is not None else 1,
                 call.enqueued_at,
+                int(dead is None),
+                rows.encode_object(dead),
             ),
         )
     except sqlite3.IntegrityError:
@@ -57,8 +61,8 @@ def enqueue(db: sqlite3.Connection, call: AsyncCall) -> tuple[str, bool]:
     seq = cursor.lastrowid
     assert seq is not None
     db.execute("INSERT INTO events (seq, event) VALUES (?, ?)", (seq, call.event))
-    if call.ordering_key is not None and not waits:
-        keys.take(db, call.namespace, call.function, call.ordering_key, seq)
+    if key is not None and not waits:
+        keys.take(db, call.namespace, call.function, key, seq)
     return call.id, True
 
 
