@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from wuzhao import heap
 from wuzhao.config import Settings
 from wuzhao.gateway.app import create_app
 from wuzhao.platform import Platform
@@ -32,6 +33,8 @@ def run(settings: Settings) -> None:
             "RUNNING WITHOUT SANDBOXES (--insecure-no-sandbox): functions run with the server's "
             "privileges and can read everything it can. Never do this with code you do not trust."
         )
+    # Large bodies (events read, joined and validated; results) from the heap, not fresh pages.
+    heap.keep_warm(max(settings.max_request_bytes, settings.max_response_bytes), copies=4)
     platform = Platform.build(settings)
 
     def started() -> None:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
+import os
+import random
+import string
+import time
 
 import pytest
 
@@ -258,3 +263,87 @@ def test_delete_stops_instances(api, deploy):
     assert api.post("/v1/functions/doomed/invoke").status_code == 200
     assert api.delete("/v1/functions/doomed").status_code == 204
     assert api.post("/v1/functions/doomed/invoke").status_code == 404
+
+
+# Large events and results travel in memfds. The function watches its own runtime's
+# channel: recvmsg and sendmsg of the socket class, wrapped, note every descriptor
+# that comes or goes with the channel's bytes (what it is, while it is still open).
+MEMFD_WATCH = """
+import array, os, socket
+
+moved = []
+_recvmsg, _sendmsg = socket.socket.recvmsg, socket.socket.sendmsg
+
+
+def _links(ancillary):
+    links = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            data = bytes(data)  # sendmsg's may be an array
+            fds = array.array("i")
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+            links += [os.readlink(f"/proc/self/fd/{fd}") for fd in fds]
+    return links
+
+
+def recvmsg(self, *args):
+    answer = _recvmsg(self, *args)
+    moved.extend(["received", link] for link in _links(answer[1]))
+    return answer
+
+
+def sendmsg(self, buffers, ancillary=(), *args):
+    moved.extend(["sent", link] for link in _links(ancillary))
+    return _sendmsg(self, buffers, ancillary, *args)
+
+
+socket.socket.recvmsg = recvmsg
+socket.socket.sendmsg = sendmsg
+
+
+def handler(event, context):
+    if event.get("report"):
+        report = {"moved": list(moved), "fds": sorted(os.listdir("/proc/self/fd"))}
+        moved.clear()
+        return report
+    return event["echo"]
+"""
+
+
+def server_memfds(server) -> list[str]:
+    fds = f"/proc/{server.process.pid}/fd"
+    links = []
+    for name in os.listdir(fds):
+        with contextlib.suppress(FileNotFoundError):
+            links.append(os.readlink(f"{fds}/{name}"))
+    return [link for link in links if link.startswith("/memfd:")]
+
+
+def test_a_5mb_event_and_result_round_trip_byte_exact_through_memfds(api, deploy, server):
+    deploy("memfd-echo", {"main.py": MEMFD_WATCH}, memory_mb=256)
+    rng = random.Random(5)
+    alphabet = string.ascii_letters + string.digits + ' "\\\n\t/éü✓€😀'
+    text = "".join(rng.choices(alphabet, k=3_500_000))
+    # The runtime answers json.dumps(value, separators=(",", ":")): so does the client.
+    event = json.dumps({"echo": {"text": text, "n": [1, 2.5, None, True]}}, separators=(",", ":")).encode()
+    expected = json.dumps({"text": text, "n": [1, 2.5, None, True]}, separators=(",", ":")).encode()
+    assert 5_000_000 < len(event) < 6 * 1024 * 1024 and len(expected) > 5_000_000
+    small = api.post("/v1/functions/memfd-echo/invoke", json={"echo": "small"})
+    assert small.json() == "small"
+    first_report = api.post("/v1/functions/memfd-echo/invoke", json={"report": True}).json()
+    assert first_report["moved"] == []  # small bodies stay inline
+    for _ in range(2):  # the second event goes in the same memfd, rewritten
+        response = api.post("/v1/functions/memfd-echo/invoke", content=event)
+        assert response.status_code == 200, response.text[:500]
+        assert response.content == expected
+        report = api.post("/v1/functions/memfd-echo/invoke", json={"report": True}).json()
+        assert report["moved"] == [
+            ["received", "/memfd:wuzhao-event (deleted)"],
+            ["sent", "/memfd:wuzhao-result (deleted)"],
+        ]
+        assert report["fds"] == first_report["fds"]  # the runtime kept no descriptor
+    # The worker keeps its event memfd while calls come, then gives it back.
+    deadline = time.monotonic() + 10
+    while server_memfds(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server_memfds(server) == []

@@ -10,13 +10,15 @@ next call must work on a new instance.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import struct
 import time
 
 import pytest
 from tests.conftest import zip_files
-from tests.security.conftest import NEEDS_SANDBOX, error_code
+from tests.security.conftest import NEEDS_SANDBOX, error_code, wait_until
 
 pytestmark = NEEDS_SANDBOX
 
@@ -118,3 +120,141 @@ def test_channel_garbage_is_never_echoed_to_the_caller(api, garbage_function):
     assert response.status_code == 500
     assert b"<script>" not in response.content
     json.loads(response.content)  # a well-formed error body
+
+
+# Descriptors: a large result comes back in a sealed memfd passed with its frame
+# (SCM_RIGHTS). The handler sends a frame with descriptors of its choosing itself.
+FD_HANDLER = """
+import array, fcntl, json, os, socket, struct, time
+
+SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+SHRINK_AND_GROW = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW  # not write: its bytes may change
+
+
+def frame(header, body=b""):
+    raw = json.dumps(header).encode()
+    return struct.pack(">II", len(raw), len(body)) + raw + body
+
+
+def memfd(data, seals=SEALS, size=None):
+    fd = os.memfd_create("x", os.MFD_ALLOW_SEALING)
+    os.write(fd, data)
+    if size is not None:
+        os.ftruncate(fd, size)
+    if seals:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    return fd
+
+
+def pipe():
+    read_end, write_end = os.pipe()
+    os.write(write_end, b'"ok"')
+    return read_end
+
+
+def tmp_file():
+    with open("/tmp/result.json", "wb") as file:
+        file.write(b'"ok"')
+    return os.open("/tmp/result.json", os.O_RDONLY)
+
+
+def handler(event, context):
+    case = event.get("case")
+    if case is None:
+        return "fine"
+    result = lambda length, body=b"": frame(
+        {"type": "result", "id": context.aws_request_id, "memfd": length}, body
+    )
+    inline = lambda body: frame({"type": "result", "id": context.aws_request_id}, body)
+    data, fds = {
+        "announced-but-missing": lambda: (result(4), []),
+        "not-announced": lambda: (inline(b'"ok"'), [memfd(b'"ok"')]),
+        "two-descriptors": lambda: (result(4), [memfd(b'"ok"'), memfd(b'"ok"')]),
+        "many-descriptors": lambda: (result(4), [memfd(b'"ok"') for _ in range(16)]),
+        "a-pipe": lambda: (result(4), [pipe()]),
+        "a-tmp-file": lambda: (result(4), [tmp_file()]),
+        "the-channel-itself": lambda: (result(4), [3]),
+        "unsealed-memfd": lambda: (result(4), [memfd(b'"ok"', seals=0)]),
+        "writable-memfd": lambda: (result(4), [memfd(b'"ok"', seals=SHRINK_AND_GROW)]),
+        "shorter-than-announced": lambda: (result(100), [memfd(b'"ok"')]),
+        "a-terabyte-announced-as-4-bytes": lambda: (result(4), [memfd(b"", size=1 << 40)]),
+        "inline-body-too": lambda: (result(4, b'"ok"'), [memfd(b'"ok"')]),
+        "not-json": lambda: (result(4), [memfd(b"\\xff{no")]),
+        "over-the-cap": lambda: (result(1 << 30), [memfd(b"", size=1 << 30)]),
+    }[case]()
+    channel = socket.socket(fileno=3)
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    sent = channel.sendmsg([data], rights)
+    channel.sendall(data[sent:])
+    channel.detach()
+    time.sleep(3600)  # never answer properly: this is all the worker gets
+"""
+
+# case -> why the worker refuses it (its RuntimeExited message says so)
+BAD_DESCRIPTORS = {
+    "announced-but-missing": "did not arrive",
+    "not-announced": "announced none",
+    "two-descriptors": "no frame announced",
+    "many-descriptors": "more descriptors in one read",
+    "a-pipe": "not a memfd",
+    "a-tmp-file": "not a memfd",  # tmpfs: it has seals, but only F_SEAL_SEAL
+    "the-channel-itself": "not a memfd",
+    "unsealed-memfd": "not a memfd",
+    "writable-memfd": "not a memfd",
+    "shorter-than-announced": "the frame announced 100",
+    "a-terabyte-announced-as-4-bytes": "the frame announced 4",
+    "inline-body-too": "inline body",
+    "not-json": "not valid JSON",
+}
+
+
+def server_fds(server) -> list[str]:
+    """What the server process holds open: one entry per descriptor."""
+    fds = f"/proc/{server.process.pid}/fd"
+    links = []
+    for name in os.listdir(fds):
+        with contextlib.suppress(FileNotFoundError):
+            links.append(os.readlink(f"{fds}/{name}").split(":[")[0])  # socket:[123] -> socket
+    return sorted(links)
+
+
+@pytest.fixture(scope="module")
+def fd_function(server):
+    client = server.client()
+    code = base64.b64encode(zip_files({"main.py": FD_HANDLER})).decode()
+    response = client.put("/v1/functions/chan-fds", json={"code": code, "timeout_s": TIMEOUT_S})
+    assert response.status_code in (200, 201), response.text
+    return "chan-fds"
+
+
+@pytest.mark.parametrize("case", list(BAD_DESCRIPTORS))
+def test_bad_descriptors_on_the_runtime_channel_are_runtime_exited_and_none_is_kept(
+    api, server, fd_function, case
+):
+    warm = api.post(f"/v1/functions/{fd_function}/invoke", json={})
+    assert warm.status_code == 200
+    before = server_fds(server)
+    started = time.monotonic()
+    response = api.post(f"/v1/functions/{fd_function}/invoke", json={"case": case})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 500, response.text
+    assert error_code(response) == "RuntimeExited"
+    assert BAD_DESCRIPTORS[case] in response.json()["error"]["message"]
+    assert elapsed < TIMEOUT_S - 1, f"took {elapsed:.1f}s"  # seen at once, not by the timeout
+    again = api.post(f"/v1/functions/{fd_function}/invoke", json={})
+    assert again.status_code == 200
+    assert again.headers["x-wuzhao-cold-start"] == "true"  # the instance that sent them is gone
+    # The server holds what it held with one instance of the function: nothing it was sent.
+    assert wait_until(lambda: server_fds(server) == before, timeout=5), (before, server_fds(server))
+    assert not [link for link in server_fds(server) if link.startswith("/memfd:")]
+
+
+def test_a_memfd_announced_over_the_cap_is_response_too_large_unread(api, server, fd_function):
+    before = server_fds(server)
+    started = time.monotonic()
+    response = api.post(f"/v1/functions/{fd_function}/invoke", json={"case": "over-the-cap"})
+    assert response.status_code == 413, response.text
+    assert error_code(response) == "ResponseTooLarge"
+    assert time.monotonic() - started < TIMEOUT_S - 1
+    assert api.post(f"/v1/functions/{fd_function}/invoke", json={}).status_code == 200
+    assert wait_until(lambda: server_fds(server) == before, timeout=5), (before, server_fds(server))

@@ -1,6 +1,10 @@
+import contextlib
 import itertools
 import json
+import os
+import socket
 import struct
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -8,7 +12,9 @@ from hypothesis import strategies as st
 
 from wuzhao.runtimes import protocol
 from wuzhao.runtimes.protocol import (
+    ANCILLARY_BYTES,
     MAX_HEADER_BYTES,
+    MEMFD,
     PREFIX,
     RUNTIME_KINDS,
     WORKER_KINDS,
@@ -16,8 +22,11 @@ from wuzhao.runtimes.protocol import (
     FrameDecoder,
     FrameTooLarge,
     ProtocolError,
+    discard,
     encode,
     encode_parts,
+    fds_message,
+    received_fds,
 )
 
 MAX_BODY = 1024
@@ -101,7 +110,11 @@ def test_byte_at_a_time() -> None:
     frames=st.lists(
         st.tuples(
             st.sampled_from(sorted(RUNTIME_KINDS)),
-            st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=20)), max_size=4),
+            st.dictionaries(
+                st.text(max_size=8).filter(lambda key: key != MEMFD),  # reserved: a memfd body
+                st.one_of(st.integers(), st.text(max_size=20)),
+                max_size=4,
+            ),
             st.binary(max_size=MAX_BODY),
         ),
         min_size=1,
@@ -263,3 +276,152 @@ def test_fuzz_only_frames_or_protocol_errors(chunks: list[bytes]) -> None:
                 assert body_len <= max_body
     except ProtocolError:
         pass
+
+
+# Bodies in a memfd: descriptors that come with the bytes (FrameDecoder.feed's fds).
+
+
+def open_fd() -> int:
+    """A real descriptor for the decoder to hold (and, on a violation, close)."""
+    return os.memfd_create("test", os.MFD_CLOEXEC)
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def memfd_frame(length: int, kind: str = protocol.RESULT, body: bytes = b"", **header: object) -> bytes:
+    return encode(kind, {"id": "a", MEMFD: length, **header}, body)
+
+
+def test_a_memfd_frame_takes_the_descriptor_sent_with_it() -> None:
+    fd = open_fd()
+    (frame,) = FrameDecoder(max_body=MAX_BODY).feed(memfd_frame(42), [fd])
+    assert (frame.fd, frame.body, frame.memfd_length) == (fd, b"", 42)
+    assert is_open(fd)  # the receiver's now
+    os.close(fd)
+
+
+def test_an_inline_frame_has_no_descriptor_and_length_zero() -> None:
+    (frame,) = FrameDecoder(max_body=MAX_BODY).feed(encode(protocol.RESULT, {"id": "a"}, b"1"))
+    assert (frame.fd, frame.memfd_length) == (None, 0)
+
+
+def test_the_descriptor_waits_for_the_rest_of_its_frame() -> None:
+    fd = open_fd()
+    data = memfd_frame(7)
+    decoder = FrameDecoder(max_body=MAX_BODY)
+    assert decoder.feed(data[:5], [fd]) == []  # it came with the first bytes
+    assert decoder.feed(data[5:-1]) == []
+    (frame,) = decoder.feed(data[-1:])
+    assert frame.fd == fd
+    os.close(fd)
+
+
+def test_a_frame_then_the_next_ones_descriptor_in_one_read() -> None:
+    fd = open_fd()
+    data = encode(protocol.READY) + memfd_frame(3)
+    ready, result = FrameDecoder(max_body=MAX_BODY).feed(data, [fd])
+    assert (ready.fd, result.fd) == (None, fd)
+    os.close(fd)
+
+
+def test_descriptors_go_to_announcing_frames_in_order() -> None:
+    first, second = open_fd(), open_fd()
+    decoder = FrameDecoder(max_body=MAX_BODY)
+    one = decoder.feed(memfd_frame(1) + memfd_frame(2)[:4], [first])
+    two = decoder.feed(memfd_frame(2)[4:], [second])
+    assert [f.fd for f in one + two] == [first, second]
+    os.close(first)
+    os.close(second)
+
+
+VIOLATIONS = {
+    # name: (bytes, how many descriptors come with them, what the error says)
+    "announced-but-missing": (memfd_frame(4), 0, "did not arrive"),
+    "not-announced": (encode(protocol.RESULT, {"id": "a"}, b"1"), 1, "announced none"),
+    "two-for-one-frame": (memfd_frame(4), 2, "no frame announced"),
+    "two-for-a-partial-frame": (memfd_frame(4)[:6], 2, "no frame announced"),
+    "inline-body-too": (memfd_frame(4, body=b"1234"), 1, "inline body"),
+    "length-not-an-int": (memfd_frame("4"), 1, "not a length"),  # type: ignore[arg-type]
+    "length-a-bool": (memfd_frame(True), 1, "not a length"),  # type: ignore[arg-type]
+    "length-negative": (memfd_frame(-1), 1, "not a length"),
+    "after-a-good-frame": (memfd_frame(4) + encode(protocol.READY), 2, "announced none"),
+}
+
+
+@pytest.mark.parametrize("name", list(VIOLATIONS))
+def test_descriptor_violations_are_protocol_errors_and_close_every_descriptor(name: str) -> None:
+    data, count, message = VIOLATIONS[name]
+    fds = [open_fd() for _ in range(count)]
+    with pytest.raises(ProtocolError, match=message):
+        FrameDecoder(max_body=MAX_BODY).feed(data, fds)
+    assert not any(is_open(fd) for fd in fds)
+
+
+def test_a_memfd_over_max_body_is_frame_too_large_from_the_header() -> None:
+    fd = open_fd()
+    with pytest.raises(FrameTooLarge) as info:
+        FrameDecoder(max_body=MAX_BODY).feed(memfd_frame(20 * 1024 * 1024), [fd])
+    assert (info.value.body_len, info.value.limit) == (20 * 1024 * 1024, MAX_BODY)
+    assert not is_open(fd)
+
+
+def test_a_descriptor_of_an_earlier_read_is_closed_with_a_later_error() -> None:
+    fd = open_fd()
+    decoder = FrameDecoder(max_body=MAX_BODY)
+    decoder.feed(memfd_frame(4)[:3], [fd])
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"\xff" * 40)
+    assert not is_open(fd)
+
+
+def test_close_closes_what_a_partial_frame_holds() -> None:
+    fd = open_fd()
+    decoder = FrameDecoder(max_body=MAX_BODY)
+    decoder.feed(memfd_frame(4)[:3], [fd])
+    assert is_open(fd)
+    decoder.close()
+    assert not is_open(fd)
+
+
+def test_received_fds_reads_scm_rights_and_fds_message_makes_it() -> None:
+    ours, theirs = socket.socketpair()
+    fd = open_fd()
+    with ours, theirs:
+        ours.sendmsg([b"x"], fds_message([fd]))
+        data, ancillary, flags, _ = theirs.recvmsg(16, ANCILLARY_BYTES, socket.MSG_CMSG_CLOEXEC)
+    (got,) = received_fds(ancillary)
+    assert (data, flags & socket.MSG_CTRUNC) == (b"x", 0)
+    assert os.fstat(got).st_ino == os.fstat(fd).st_ino
+    assert fds_message([]) == []
+    assert received_fds([]) == []
+    os.close(got)
+    os.close(fd)
+
+
+def test_discard_closes_a_lingering_socket_without_waiting() -> None:
+    """close() of the last reference to a socket with SO_LINGER and unsent data
+    blocks for the linger time: a runtime could stall the worker with one."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # never accepts, never reads
+        sender = socket.create_connection(listener.getsockname())
+        sender.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:  # fill the peer's receive buffer, then our send buffer
+                sender.send(b"x" * 65536)
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 30))
+        fd = sender.detach()
+        started = time.monotonic()
+        discard(fd)
+        assert time.monotonic() - started < 5
+        assert not is_open(fd)
+
+
+def test_discard_of_a_closed_descriptor_is_quiet() -> None:
+    fd = open_fd()
+    os.close(fd)
+    discard(fd)

@@ -12,6 +12,7 @@ channel, 1 after an INIT_ERROR or a protocol violation.
 
 from __future__ import annotations
 
+import codecs
 import importlib
 import json
 import os
@@ -23,7 +24,8 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from wuzhao.runtimes import protocol
+from wuzhao import heap
+from wuzhao.runtimes import memfd, protocol
 from wuzhao.runtimes.python.context import LambdaContext, log_stream_name
 
 MAX_EVENT_BYTES = 1 << 30  # the worker bounds payloads; this only guards the runtime
@@ -41,7 +43,13 @@ class InitFailure(Exception):
 
 
 class Channel:
-    """Blocking framed I/O on the runtime's end of the channel."""
+    """Blocking framed I/O on the runtime's end of the channel.
+
+    Bodies of ``protocol.MEMFD_THRESHOLD`` bytes or more travel both ways in a
+    memfd sent with the frame (``wuzhao.runtimes.memfd``); each descriptor is
+    closed as soon as its body is read, so between calls the runtime holds no
+    descriptor but the channel.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
@@ -49,15 +57,30 @@ class Channel:
         self._frames: list[protocol.Frame] = []
 
     def receive(self) -> protocol.Frame | None:
-        """The next frame from the worker, or None once it closed the channel."""
+        """The next frame from the worker, or None once it closed the channel.
+
+        An ``invoke`` whose event is in a memfd comes with its ``fd``: :func:`parse_event`
+        reads it.
+        """
         while not self._frames:
-            data = self._sock.recv(_RECV_BYTES)
-            if not data:
+            data, ancillary, flags, _ = self._sock.recvmsg(
+                _RECV_BYTES, protocol.ANCILLARY_BYTES, socket.MSG_CMSG_CLOEXEC
+            )
+            fds = protocol.received_fds(ancillary) if ancillary else ()
+            if not data or flags & socket.MSG_CTRUNC:
+                for fd in fds:
+                    protocol.discard(fd)
+                if data:
+                    raise protocol.ProtocolError("more descriptors in one read than one frame carries")
                 if self._decoder.pending:
                     raise protocol.ProtocolError("channel closed inside a frame")
                 return None
-            self._frames = self._decoder.feed(data)
-        return self._frames.pop(0)
+            self._frames = self._decoder.feed(data, fds)
+        frame = self._frames.pop(0)
+        if frame.fd is not None and frame.kind != protocol.INVOKE:
+            protocol.discard(frame.fd)
+            raise protocol.ProtocolError(f"a memfd body with {frame.kind}: only an event comes in one")
+        return frame
 
     def send(self, kind: str, header: dict[str, Any], body: bytes = b"") -> None:
         # The worker attributes log bytes to a call by ordering: everything the
@@ -65,7 +88,20 @@ class Channel:
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
-        self._sock.sendall(protocol.encode(kind, header, body))
+        if len(body) < protocol.MEMFD_THRESHOLD:
+            self._sock.sendall(protocol.encode(kind, header, body))
+            return
+        try:
+            fd = memfd.make(body, "wuzhao-result")
+        except OSError:  # no memfd (out of descriptors or memory): inline
+            self._sock.sendall(protocol.encode(kind, header, body))
+            return
+        try:
+            data = protocol.encode(kind, {**header, protocol.MEMFD: len(body)})
+            sent = self._sock.sendmsg([data], protocol.fds_message([fd]))
+            self._sock.sendall(data[sent:])
+        finally:
+            os.close(fd)  # the frame in flight holds the memfd now
 
 
 def _user_trace(tb: TracebackType | None) -> list[str]:
@@ -129,6 +165,20 @@ def _error(request_id: str, error_type: str, message: str, trace: list[str]) -> 
     return {"id": request_id, "error_type": error_type, "message": message, "traceback": trace}
 
 
+def parse_event(frame: protocol.Frame) -> Any:
+    """The event of an ``invoke``: JSON in its body, or in its memfd (then closed).
+
+    From a memfd it is decoded straight from the mapped pages, as ``json.loads``
+    would decode bytes (same encoding detection and error handler), so no copy
+    of the bytes is made and none outlives the parse.
+    """
+    if frame.fd is None:
+        return json.loads(frame.body) if frame.body else None
+    with memfd.mapped(frame.fd, frame.memfd_length) as view:
+        text = codecs.decode(view, json.detect_encoding(view[:4]), "surrogatepass") if view else ""
+    return json.loads(text) if text else None
+
+
 def invoke(
     channel: Channel, handler: Handler, frame: protocol.Frame, init: dict[str, Any], stream: str
 ) -> None:
@@ -142,7 +192,7 @@ def invoke(
         log_stream_name=stream,
     )
     try:
-        event = json.loads(frame.body) if frame.body else None
+        event = parse_event(frame)
     except (ValueError, RecursionError) as exc:
         error = _error(request_id, "Runtime.UnmarshalError", f"Unable to parse event: {exc}", [])
         channel.send(protocol.ERROR, error)
@@ -169,6 +219,7 @@ def invoke(
 
 def run(channel_fd: int, task_root: str, layer_dirs: Mapping[str, str] | None = None) -> int:
     """Serve the channel until the worker closes it; returns the exit code."""
+    heap.keep_warm()  # a warm instance decodes large events in memory it already has
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.dont_write_bytecode = True  # the code is read-only; don't even try
