@@ -12,16 +12,15 @@ from __future__ import annotations
 import time
 import uuid
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from wuzhao.domain import chains
 from wuzhao.domain.access import Action
-from wuzhao.errors import BadRequest, InvalidJSON, NotFound
+from wuzhao.errors import BadRequest, NotFound
 from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.invocations import call_view, query_int
-from wuzhao.gateway.responses import json_response, read_body
+from wuzhao.gateway.responses import checked_event, json_response, read_body
 from wuzhao.queue.api import AsyncCall, CallState
 from wuzhao.worker.deliveries import lease_seconds
 
@@ -31,7 +30,6 @@ ORDERING_KEY = "x-wuzhao-ordering-key"
 ASYNC_TYPES = ("event", "async")
 SYNC_TYPE = "requestresponse"
 MAX_KEY_LENGTH = 256
-EMPTY_EVENT = b"{}"
 
 
 def is_async(request: Request) -> bool:
@@ -149,14 +147,5 @@ def _key(request: Request, header: str, label: str) -> str | None:
 
 
 async def _event(request: Request, limit: int) -> bytes:
-    """The body, as the synchronous route takes it: JSON, no body being ``{}``."""
-    event = await read_body(request, limit)
-    if not event.strip():
-        return EMPTY_EVENT
-    try:
-        msgspec.json.decode(event)
-    except msgspec.DecodeError as exc:
-        raise InvalidJSON(f"the event is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidJSON("the event is nested too deeply") from None
-    return event
+    """The body, as the synchronous route takes it."""
+    return checked_event(await read_body(request, limit))

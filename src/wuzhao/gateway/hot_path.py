@@ -22,9 +22,10 @@ import msgspec
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wuzhao.domain.access import Action
-from wuzhao.errors import InvalidJSON, InvocationError, PayloadTooLarge, WuzhaoError
+from wuzhao.errors import InvocationError, PayloadTooLarge, WuzhaoError
 from wuzhao.gateway.auth import CHALLENGE, bearer, unauthorized
 from wuzhao.gateway.context import namespace_for
+from wuzhao.gateway.responses import checked_event
 
 if TYPE_CHECKING:
     from wuzhao.platform import Platform
@@ -33,7 +34,6 @@ log = logging.getLogger("wuzhao.gateway")
 
 _INVOKE = re.compile(r"/v1/functions/([a-z0-9][a-z0-9_-]{0,63})/invoke\Z")
 _JSON = b"application/json"
-EMPTY_EVENT = b"{}"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -108,7 +108,7 @@ def _qualifier(query_string: bytes) -> str | None:
 
 
 async def _read_event(headers: list[tuple[bytes, bytes]], receive: Receive, limit: int) -> bytes:
-    """The body, bounded, checked to be JSON; an empty body is ``{}`` (as on Lambda)."""
+    """The body, bounded, then :func:`checked_event`."""
     declared = _header(headers, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
@@ -125,16 +125,7 @@ async def _read_event(headers: list[tuple[bytes, bytes]], receive: Receive, limi
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    event = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if not event.strip():
-        return EMPTY_EVENT
-    try:
-        msgspec.json.decode(event)
-    except msgspec.DecodeError as exc:
-        raise InvalidJSON(f"the event is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidJSON("the event is nested too deeply") from None
-    return event
+    return checked_event(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
 def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

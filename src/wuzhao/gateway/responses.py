@@ -61,3 +61,20 @@ def decode_json(body: bytes, type: Any = Any) -> Any:
         raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidJSON("the request body is nested too deeply") from None
+
+
+EMPTY_EVENT = b"{}"
+
+
+def checked_event(body: bytes) -> bytes:
+    """An invoke body as the function gets it: valid JSON, kept as sent (never re-encoded);
+    no body at all is ``{}``, as on Lambda."""
+    if not body.strip():
+        return EMPTY_EVENT
+    try:
+        msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidJSON(f"the event is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJSON("the event is nested too deeply") from None
+    return body
