@@ -10,19 +10,16 @@ read, redrive (run it again, retries counted from zero) or delete.
 from __future__ import annotations
 
 import time
-import uuid
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from wuzhao.domain import chains
 from wuzhao.domain.access import Action
 from wuzhao.errors import BadRequest, NotFound
 from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.invocations import call_view, query_int
 from wuzhao.gateway.responses import checked_event, json_response, read_body
-from wuzhao.queue.api import AsyncCall, CallState
-from wuzhao.worker.deliveries import lease_seconds
+from wuzhao.queue.api import CallState
 
 INVOCATION_TYPE = "x-wuzhao-invocation-type"
 IDEMPOTENCY_KEY = "idempotency-key"
@@ -50,26 +47,22 @@ async def accept(request: Request) -> Response:
     name = request.path_params["name"]
     qualifier = request.query_params.get("qualifier") or None
     # The qualifier is resolved again at each attempt; here only: does it exist now?
-    target = platform.versions.resolve(namespace, name, qualifier)
+    platform.versions.resolve(namespace, name, qualifier)
     idempotency_key = _key(request, IDEMPOTENCY_KEY, "Idempotency-Key")
     ordering_key = _key(request, ORDERING_KEY, "X-Wuzhao-Ordering-Key")
     event = await _event(request, platform.settings.max_request_bytes)
-    call_id = str(uuid.uuid4())
-    call = AsyncCall(
-        id=call_id,
-        namespace=namespace,
-        function=name,
-        event=event,
-        enqueued_at=time.time(),
-        qualifier=qualifier,
-        ordering_key=ordering_key,
+    # A client's call starts a chain; durable when send returns.
+    delivery = await platform.dispatcher.deliveries.send(
+        namespace,
+        name,
+        event,
         idempotency_key=idempotency_key,
-        lease_s=lease_seconds(platform.settings, target.config.timeout_s),
-        origin=chains.start(name, call_id).to_origin(),  # a client's call starts a chain
+        ordering_key=ordering_key,
+        qualifier=qualifier,
+        cause=None,
     )
-    stored_id, created = await platform.queue.enqueue(call)  # durable when it returns
-    if created:
-        platform.dispatcher.wake()
+    stored_id = delivery.call_id
+    if delivery.created:
         platform.metrics.async_outcome(namespace, name, "accepted")
     return json_response(
         {"invocation_id": stored_id, "status": "queued"}, 202, {"X-Wuzhao-Invocation-Id": stored_id}

@@ -73,9 +73,10 @@ class Deliveries:
         function: str,
         event: bytes,
         *,
-        idempotency_key: str,
+        idempotency_key: str | None,
         cause: Chain | None,
         qualifier: str | None = None,
+        ordering_key: str | None = None,
         origin: Mapping[str, Any] | None = None,
     ) -> Delivery:
         """Queue a call of ``function`` (at ``qualifier``) with ``event``, durably when it returns.
@@ -104,6 +105,7 @@ class Deliveries:
             event=event,
             enqueued_at=self._clock(),
             qualifier=qualifier,
+            ordering_key=ordering_key,
             idempotency_key=idempotency_key,
             lease_s=lease_seconds(self._settings, timeout_s),
             origin={**chain.to_origin(), **(origin or {})},
