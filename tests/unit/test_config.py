@@ -194,6 +194,14 @@ def test_async_defaults() -> None:
     )
 
 
+@pytest.mark.parametrize("raw", ["-1", "9"])
+def test_zygote_shells_out_of_range_stop_the_server(raw: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        Settings.load({**HOME, "WUZHAO_ZYGOTE_SHELLS": raw})
+    assert info.value.field == "WUZHAO_ZYGOTE_SHELLS"
+    assert Settings.load({**HOME, "WUZHAO_ZYGOTE_SHELLS": "0"}).zygote_shells == 0
+
+
 def test_runtime_preload_is_a_list_of_module_names() -> None:
     assert Settings.load(HOME).runtime_preload_modules() == ()
     settings = Settings.load({**HOME, "WUZHAO_RUNTIME_PRELOAD": " numpy, h5py,numpy.linalg ,_private,"})

@@ -49,6 +49,10 @@ A :class:`Launcher` turns a :class:`SandboxSpec` into a running
    ``spec.layers`` that the launcher was given as runtime layers, at the
    paths the instance sees them; everything else (the sandbox, its paths, the
    handler imported inside it) is as for any instance.
+10. A launcher may prepare what depends on no spec before it is asked (the
+    zygote launcher keeps prepared shells: namespaces, cgroup, the root's
+    base). What it prepares serves one instance only, holds nothing of any
+    other, and guarantee 1 holds all the same; ``launch`` then only shortens.
 
 A launcher built with ``isolate=False`` (``--insecure-no-sandbox``) keeps the
 process model and the cgroups it can get but skips namespaces and identity; it

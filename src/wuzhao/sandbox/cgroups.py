@@ -7,7 +7,11 @@ hierarchy rather than the server's own cgroup so that a restarted server finds
 (and sweeps) the leftovers of its crashed predecessor at the same place.
 
 The worker creates and removes groups; the forked child joins them itself (see
-``wuzhao.sandbox.enter``) before it can fork anything.
+``wuzhao.sandbox.enter``) before it can fork anything. A shell (a child the
+zygote prepares before it has a function) joins a group made with no limit
+(:meth:`CgroupTree.make`); the worker sets the limits (:meth:`Cgroup.limit`)
+when it gives that shell a function, before the shell goes on. Such a group
+keeps the shell's name, ``shell.<hex>``, as the instance's.
 """
 
 from __future__ import annotations
@@ -44,6 +48,17 @@ class Cgroup:
         """The ``cgroup.procs`` files a process writes its pid to, to join."""
         return [str(d / "cgroup.procs") for d in self.dirs.values()]
 
+    @property
+    def tasks_files(self) -> list[str]:
+        """The ``tasks`` files a single-threaded process writes 0 to, to join (``enter.join_cgroups``).
+
+        ``cgroup.procs`` moves a whole thread group, under a lock whose writer
+        first waits for an RCU grace period whenever no other move came lately
+        (5-20 ms on a small VM, holding the cgroup mutex meanwhile); ``tasks``
+        moves one thread without it. A process with one thread is moved whole.
+        """
+        return [str(d / "tasks") for d in self.dirs.values()]
+
     def pids(self) -> list[int]:
         """Host pids of the processes in the group (none once it is removed)."""
         try:
@@ -69,6 +84,24 @@ class Cgroup:
             if key == "oom_kill":
                 return int(value)
         return 0
+
+    def limit(
+        self, *, memory_mb: int, cpu_shares: int, pids_max: int, cpu_quota_us: int | None = None
+    ) -> None:
+        """Set an instance's limits on a group that has none yet."""
+        memory = self.dirs["memory"]
+        limit = str(memory_mb * 1024 * 1024)
+        _write(memory / "memory.limit_in_bytes", limit)
+        # With swap on, the limit alone lets a process swap instead of being
+        # OOM-killed; memory+swap must then be capped too (after the limit).
+        memsw = memory / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            _write(memsw, limit)
+        _write(self.dirs["cpu"] / "cpu.shares", str(cpu_shares))
+        if cpu_quota_us is not None:
+            _write(self.dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+            _write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(cpu_quota_us))
+        _write(self.dirs["pids"] / "pids.max", str(pids_max))
 
     def freeze(self) -> None:
         _write(self.dirs["freezer"] / "freezer.state", "FROZEN")
@@ -128,22 +161,15 @@ class CgroupTree:
     def create(
         self, name: str, *, memory_mb: int, cpu_shares: int, pids_max: int, cpu_quota_us: int | None = None
     ) -> Cgroup:
+        group = self.make(name)
+        group.limit(memory_mb=memory_mb, cpu_shares=cpu_shares, pids_max=pids_max, cpu_quota_us=cpu_quota_us)
+        return group
+
+    def make(self, name: str) -> Cgroup:
+        """A group with no limit yet (a shell's, until :meth:`Cgroup.limit` makes it an instance's)."""
         group = self.group(name)
         for path in group.dirs.values():
             path.mkdir(parents=True)
-        memory = group.dirs["memory"]
-        limit = str(memory_mb * 1024 * 1024)
-        _write(memory / "memory.limit_in_bytes", limit)
-        # With swap on, the limit alone lets a process swap instead of being
-        # OOM-killed; memory+swap must then be capped too (after the limit).
-        memsw = memory / "memory.memsw.limit_in_bytes"
-        if memsw.exists():
-            _write(memsw, limit)
-        _write(group.dirs["cpu"] / "cpu.shares", str(cpu_shares))
-        if cpu_quota_us is not None:
-            _write(group.dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
-            _write(group.dirs["cpu"] / "cpu.cfs_quota_us", str(cpu_quota_us))
-        _write(group.dirs["pids"] / "pids.max", str(pids_max))
         return group
 
     def create_prefix(self) -> None:

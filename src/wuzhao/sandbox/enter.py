@@ -12,8 +12,8 @@ for its next child only). Everything here runs in that child, so it must:
 - run in this order, because each step needs the rights the next one drops:
 
 1. :func:`join_cgroups` first, so no process of the instance escapes them.
-2. :func:`isolate`: new mount, net, ipc and uts namespaces; the root of
-   ``wuzhao.sandbox.rootfs``; ``lo`` up; for an ``outbound`` instance the
+2. :func:`isolate`: new cgroup, mount, net, ipc and uts namespaces; the root
+   of ``wuzhao.sandbox.rootfs``; ``lo`` up; for an ``outbound`` instance the
    handshake and routes of ``wuzhao.sandbox.network`` (the worker attaches
    slirp4netns meanwhile); hostname; then the identity drop to ``spec.uid``
    and a user namespace mapping it to 0, leaving no capability on the host.
@@ -24,6 +24,14 @@ for its next child only). Everything here runs in that child, so it must:
    core dumps, not dumpable, and the seccomp filter of
    ``wuzhao.sandbox.seccomp`` with no_new_privs (compiled once, when the
    zygote imported this module; a child only loads it).
+
+A shell (a child the zygote makes before it has a function for it, see the
+zygote's module) runs the same steps in the same order, split where the
+function comes in: before, :func:`join_cgroups` (a group the worker made
+for the shell, with no limit yet) and :func:`prepare` (the namespaces, the
+root's part of ``rootfs.base_plan``, ``lo`` up); once given a function,
+:func:`complete_root` (its code and layers, the pivot, the seal) and
+:func:`lock_down` (network, hostname, identity), then :func:`finish`.
 
 :func:`isolate` ends by dropping every capability (bounding set, ambient,
 effective, permitted, inheritable; securebits ``NOROOT`` locked), so uid 0
@@ -69,11 +77,15 @@ SECCOMP_FILTER = seccomp.prepare()
 LAST_CAPABILITY = _last_capability()
 
 
-def join_cgroups(procs_files: list[str]) -> None:
-    for path in procs_files:
+def join_cgroups(tasks_files: list[str]) -> None:
+    """Move this process into each group (``Cgroup.tasks_files``): it must have one thread."""
+    # A task directory's link count is 2 + its threads. A fork has one, and nothing here starts one.
+    if os.stat("/proc/self/task").st_nlink != 3:
+        raise RuntimeError("a process with threads would leave all but one outside its cgroups")
+    for path in tasks_files:
         fd = os.open(path, os.O_WRONLY)
         try:
-            os.write(fd, b"0")  # cgroup v1: 0 means the writing process
+            os.write(fd, b"0")  # cgroup v1: 0 means the writing thread
         finally:
             os.close(fd)
 
@@ -87,19 +99,46 @@ def isolate(
     routes: Sequence[str] = (),
 ) -> None:
     """Enter the namespaces; ``channel`` and ``routes`` serve an outbound instance's network."""
-    outbound = spec.network == "outbound"
-    libc.unshare(libc.CLONE_NEWCGROUP)  # /proc/self/cgroup shows "/", not the server's groups
-    libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWNET | libc.CLONE_NEWIPC | libc.CLONE_NEWUTS)
-    if outbound:
+    _unshare_namespaces()
+    if spec.network == "outbound":
         network.announce(channel)  # the worker starts slirp4netns while we build the root
-    rootfs.apply(rootfs.plan(spec, facts), mountpoint)
-    _relocate_python(facts)
+    _prepare_root(facts, mountpoint)
+    complete_root(spec, mountpoint=mountpoint, facts=facts)
+    lock_down(spec, channel=channel, routes=routes, announced=True)
+
+
+def prepare(*, mountpoint: str, facts: rootfs.HostFacts) -> None:
+    """A shell's part of :func:`isolate`, before it has a function: nothing here depends on one."""
+    _unshare_namespaces()
+    _prepare_root(facts, mountpoint)
+
+
+def complete_root(spec: SandboxSpec, *, mountpoint: str, facts: rootfs.HostFacts) -> None:
+    """The function's part of the root, the pivot into it and the seal; its command line."""
+    rootfs.seal(rootfs.instance_plan(spec, facts), mountpoint)
     _show_own_command_line(spec)
-    _loopback_up()
-    if outbound:
+
+
+def lock_down(spec: SandboxSpec, *, channel: int, routes: Sequence[str], announced: bool) -> None:
+    """The network of an outbound instance, the hostname, then the identity drop."""
+    if spec.network == "outbound":
+        if not announced:
+            network.announce(channel)
         network.seal(channel, routes)
     socket.sethostname(spec.hostname)
     _drop_identity(spec.uid)
+
+
+def _unshare_namespaces() -> None:
+    # The cgroup namespace after join_cgroups: /proc/self/cgroup shows "/", not the server's groups.
+    libc.unshare(libc.CLONE_NEWCGROUP)
+    libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWNET | libc.CLONE_NEWIPC | libc.CLONE_NEWUTS)
+
+
+def _prepare_root(facts: rootfs.HostFacts, mountpoint: str) -> None:
+    rootfs.prepare(rootfs.base_plan(facts), mountpoint)
+    _relocate_python(facts)
+    _loopback_up()
 
 
 def _relocate_python(facts: rootfs.HostFacts) -> None:

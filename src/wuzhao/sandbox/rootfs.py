@@ -19,10 +19,15 @@ everything else is a read-only image, a read-only bind or a capped tmpfs:
                     /dev/shm a tiny writable tmpfs
     /proc           a fresh proc of the instance's pid namespace (no /sys at all)
 
-:func:`apply` runs inside the child's new mount namespace (as root, before
-the identity drop): it makes the whole tree private, so nothing propagates to
-the host, mounts the tmpfs root on ``mountpoint``, applies the plan,
-pivot_roots into it, detaches the old root and seals ``/`` read-only.
+:func:`prepare` and :func:`seal` run inside the child's new mount namespace
+(as root, before the identity drop): the first makes the whole tree private,
+so nothing propagates to the host, and mounts the tmpfs root on
+``mountpoint`` holding the ops of :func:`base_plan`, which depend on nothing
+of the function; the second adds those of :func:`instance_plan` (the code,
+the layers, /etc/hosts and /etc/hostname, resolv.conf, /tmp), pivot_roots
+into the root, detaches the old one and seals ``/`` read-only. A direct child
+runs both back to back; a shell runs :func:`prepare` before it is given a
+function, :func:`seal` once it is.
 
 /var/lang, /var/runtime, /var/task and the layers are filesystem images
 (``wuzhao.sandbox.images``) mounted from loop devices (:class:`Images`), so
@@ -179,7 +184,7 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _etc_files(hostname: str) -> list[File]:
+def _etc_files() -> list[File]:
     return [
         File(
             "/etc/passwd",
@@ -187,17 +192,31 @@ def _etc_files(hostname: str) -> list[File]:
             "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
         ),
         File("/etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+        File("/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"),
+    ]
+
+
+def _host_files(hostname: str) -> list[File]:
+    return [
         File(
             "/etc/hosts",
             f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n",
         ),
         File("/etc/hostname", f"{hostname}\n"),
-        File("/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"),
     ]
 
 
 def plan(spec: SandboxSpec, facts: HostFacts) -> list[Op]:
     """The mounts, in order, that build the sandbox root for ``spec``."""
+    return base_plan(facts) + instance_plan(spec, facts)
+
+
+def base_plan(facts: HostFacts) -> list[Op]:
+    """The part of every root of this zygote: nothing in it depends on the function.
+
+    A shell (``wuzhao.runtimes.python.zygote``) builds it before it knows which
+    function it will serve; :func:`instance_plan` adds the rest.
+    """
     ops: list[Op] = [Bind("/usr", "/usr")]
     ops += [Symlink(f"/{name}", target) for name, target in facts.usr_links]
     ops += [Bind(f"/{name}", f"/{name}") for name in facts.usr_dirs]
@@ -206,15 +225,11 @@ def plan(spec: SandboxSpec, facts: HostFacts) -> list[Op]:
         ops.append(Image(images.lang, PYTHON_ROOT) if images.lang else Bind(facts.python_home, PYTHON_ROOT))
     if images.runtime:
         ops.append(Image(images.runtime, RUNTIME_ROOT))
-    ops.append(Image(images.task, TASK_ROOT) if images.task else Bind(spec.code_dir, TASK_ROOT))
-    ops += _layers(spec, images)
-    ops += _etc_files(spec.hostname)
-    if spec.network == "outbound":
-        ops.append(File("/etc/resolv.conf", network.RESOLV_CONF))
+    ops.append(Directory(LAYERS_ROOT))
+    ops += _etc_files()
     ops += [Bind(path, path) for path in facts.etc_binds]
     if facts.localtime is not None:
         ops.append(Symlink("/etc/localtime", facts.localtime))
-    ops.append(Tmpfs("/tmp", spec.tmp_size_mb * MB, 0o1777, noexec=False))
     ops.append(Tmpfs("/dev", DEV_SIZE, 0o755))
     ops += [Bind(f"/dev/{name}", f"/dev/{name}", writable=True, nodev=False) for name in DEVICES]
     ops += [Symlink(f"/dev/{name}", target) for name, target in DEV_LINKS.items()]
@@ -224,9 +239,21 @@ def plan(spec: SandboxSpec, facts: HostFacts) -> list[Op]:
     return ops
 
 
+def instance_plan(spec: SandboxSpec, facts: HostFacts) -> list[Op]:
+    """The function's own part of its root: its code, its layers, its names, a fresh /tmp."""
+    images = facts.images
+    ops: list[Op] = [Image(images.task, TASK_ROOT) if images.task else Bind(spec.code_dir, TASK_ROOT)]
+    ops += _layers(spec, images)
+    ops += _host_files(spec.hostname)
+    if spec.network == "outbound":
+        ops.append(File("/etc/resolv.conf", network.RESOLV_CONF))
+    ops.append(Tmpfs("/tmp", spec.tmp_size_mb * MB, 0o1777, noexec=False))
+    return ops
+
+
 def _layers(spec: SandboxSpec, images: Images) -> list[Op]:
-    """LAYERS_ROOT, then each layer under it, from its device when it has one."""
-    ops: list[Op] = [Directory(LAYERS_ROOT)]
+    """Each layer under LAYERS_ROOT (a directory of the base), from its device when it has one."""
+    ops: list[Op] = []
     for index, layer in enumerate(spec.layers):
         target = f"{LAYERS_ROOT}/{layer.name}"
         device = images.layers[index] if index < len(images.layers) else None
@@ -309,14 +336,20 @@ def _apply(op: Op, root: str) -> None:
             os.close(fd)
 
 
-def apply(ops: Sequence[Op], mountpoint: str) -> None:
-    """Build the root from ``ops`` on ``mountpoint`` and make it the process's ``/``.
+def prepare(ops: Sequence[Op], mountpoint: str) -> None:
+    """Start the root on ``mountpoint``: a fresh tmpfs holding ``ops``, not yet the process's ``/``.
 
     Must run in a fresh mount namespace of its own: every mount here would
     otherwise land on the host.
     """
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     libc.mount("tmpfs", mountpoint, "tmpfs", _flags(noexec=True), ROOT_TMPFS)
+    for op in ops:
+        _apply(op, mountpoint)
+
+
+def seal(ops: Sequence[Op], mountpoint: str) -> None:
+    """Add ``ops`` to the root :func:`prepare` started, make it ``/`` and read-only."""
     for op in ops:
         _apply(op, mountpoint)
     # pivot_root(".", ".") stacks the old root on top of the new one; detaching

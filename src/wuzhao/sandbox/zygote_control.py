@@ -46,6 +46,7 @@ class ZygoteControl:
         self._hello: asyncio.Future[int] | None = None
         self._send_lock = asyncio.Lock()
         self.lost = False  # EOF seen, or closed
+        self.keeps_shells = False  # said in its hello (it runs from the runtime's images)
 
     @property
     def pid(self) -> int | None:
@@ -122,6 +123,7 @@ class ZygoteControl:
             message = json.loads(data)
             assert self._hello is not None
             if message["op"] == "hello":
+                self.keeps_shells = message.get("shells", False)
                 self._hello.set_result(message["pid"])
             elif message["op"] == "broken":
                 self._hello.set_exception(PreloadFailed(message["error"]))

@@ -73,6 +73,7 @@ from wuzhao.sandbox import images, network, rootfs
 from wuzhao.sandbox.api import ExitStatus, LayerMount, SandboxSpec
 from wuzhao.sandbox.cgroups import CGROUP_ROOT, Cgroup, CgroupTree
 from wuzhao.sandbox.enter import SETUP_FAILED
+from wuzhao.sandbox.shell_pool import Shell, ShellPool
 from wuzhao.sandbox.slirp import Slirp
 from wuzhao.sandbox.zygote_control import PreloadFailed, ZygoteControl
 
@@ -80,6 +81,7 @@ __all__ = ["SETUP_FAILED", "PreloadFailed", "ZygoteLauncher", "ZygoteProcess", "
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SHELLS = 2  # config.Settings.zygote_shells
 REMOVE_TIMEOUT = 10.0  # rmdir of a cgroup stays EBUSY for ~1 s after an OOM kill
 NETWORK_TIMEOUT = 10.0  # an outbound instance's slirp4netns takes ~4 ms to be ready
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -160,6 +162,7 @@ class ZygoteProcess:
         self._destroying: asyncio.Future[None] | None = None
         self.slirp: Slirp | None = None  # the network of an outbound instance
         self.zygote: ZygoteControl | None = None  # the one it is forked from, set by launch
+        self.from_shell = False  # made from one of the zygote's prepared shells, not by a fork then
 
     @property
     def pid(self) -> int:
@@ -237,6 +240,18 @@ class ZygoteProcess:
         self._launcher._forget(self)
 
 
+def _memfd(data: bytes) -> int:
+    fd = os.memfd_create("spawn", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 async def _remove(cgroup: Cgroup) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + REMOVE_TIMEOUT
@@ -261,6 +276,7 @@ class ZygoteLauncher:
         image_cache: Path = images.DEFAULT_CACHE_DIR,
         runtime_layers: Sequence[LayerMount] = (),
         preload: Sequence[str] = (),
+        shells: int = DEFAULT_SHELLS,
     ) -> None:
         if not _SERVER_ID.fullmatch(server_id):
             raise ValueError(f"server id {server_id!r} must match {_SERVER_ID.pattern}")
@@ -272,6 +288,7 @@ class ZygoteLauncher:
         self._images = images.Attached(image_cache)  # attached by start, until close
         self._runtime_layers = tuple(runtime_layers)  # the operator's host directories, imaged at start
         self._preload = tuple(preload)  # modules the second zygote imports from the runtime layers
+        self._shells = shells  # prepared children each zygote keeps (wuzhao.sandbox.shell_pool)
         self._cgroups: CgroupTree | None = CgroupTree(f"wuzhao/{server_id}")
         self._plain: ZygoteControl | None = None
         self._preloaded: ZygoteControl | None = None  # only with modules to preload
@@ -279,6 +296,7 @@ class ZygoteLauncher:
         self._by_pid: dict[int, ZygoteProcess] = {}  # until "exit"
         self._live: dict[str, ZygoteProcess] = {}  # until destroyed
         self._tasks: set[asyncio.Future[None]] = set()  # destroys nobody awaits
+        self._pools: dict[ZygoteControl, ShellPool] = {}  # by zygote, when it keeps shells
 
     @property
     def zygote_pid(self) -> int | None:
@@ -327,6 +345,12 @@ class ZygoteLauncher:
         self._images.attach_runtime()
         self._images.attach_runtime_layers(self._runtime_layers)
 
+    def ready_shells(self, *, preloaded: bool = False) -> list[int]:
+        """Host pids of the shells of the plain (or the preloaded) zygote ready for an instance."""
+        zygote = self._preloaded if preloaded else self._plain
+        pool = None if zygote is None else self._pools.get(zygote)
+        return [] if pool is None else pool.ready
+
     @property
     def uses_images(self) -> bool:
         """Whether instances mount images (else binds of host directories, see the module doc)."""
@@ -335,6 +359,7 @@ class ZygoteLauncher:
     async def _start_zygotes(self) -> None:
         self._plain = self._zygote(self._zygote_argv())
         await self._plain.start()
+        self._start_pool(self._plain, self._shells)
         if self._preload:
             self._preloaded = self._zygote([*self._zygote_argv(), f"--preload={','.join(self._preload)}"])
             try:
@@ -345,6 +370,16 @@ class ZygoteLauncher:
                     f"WUZHAO_RUNTIME_PRELOAD: the zygote cannot preload from the runtime layers "
                     f"({layers or 'none'}): {exc}"
                 ) from None
+            # A shell of the bigger process costs what one of the plain zygote does (~1.8 MB of
+            # its own, docs/performance.md): the same number, for the same gain.
+            self._start_pool(self._preloaded, self._shells)
+
+    def _start_pool(self, zygote: ZygoteControl, size: int) -> None:
+        # Shells need the zygote's own namespace (images) and cgroups to join.
+        if size > 0 and zygote.keeps_shells and self._cgroups is not None:
+            pool = ShellPool(zygote, self._cgroups, size)
+            self._pools[zygote] = pool
+            pool.start()
 
     def _zygote(self, argv: list[str]) -> ZygoteControl:
         return ZygoteControl(argv, on_message=self._dispatch, on_lost=self._on_zygote_lost)
@@ -365,7 +400,12 @@ class ZygoteLauncher:
         for zygote in (self._plain, self._preloaded):
             if zygote is not None:
                 await zygote.close()
+        await self._close_pools()
         self._plain = self._preloaded = None
+
+    async def _close_pools(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        await asyncio.gather(*(pool.close() for pool in pools))
 
     async def _prepare_cgroups(self) -> None:
         cgroups = self._cgroups
@@ -406,8 +446,9 @@ class ZygoteLauncher:
             raise ValueError(f"layer names {names!r} must be distinct and match {_LAYER.pattern}")
         code_device = self._images.code_device(spec.code_image)
         layer_devices = self._images.layer_devices(spec.layers)
-        cgroup = None
-        if self._cgroups is not None:
+        shell = self._take_shell(zygote, spec)
+        cgroup = shell.cgroup if shell is not None else None
+        if cgroup is None and self._cgroups is not None:
             cgroup = self._cgroups.create(
                 spec.instance_id,
                 memory_mb=spec.memory_mb,
@@ -424,19 +465,23 @@ class ZygoteLauncher:
         proc.zygote = zygote
         self._launching[spec.instance_id] = proc
         self._live[spec.instance_id] = proc
+        # The zygote reads only the id: the rest (the environment, secrets included) goes in a
+        # memfd that only the instance's own process reads, so no fork of the zygote holds it.
         request = {
-            "op": "spawn",
-            "id": spec.instance_id,
             "spec": {**vars(spec), "env": dict(spec.env), "layers": [vars(layer) for layer in spec.layers]},
-            "cgroups": [] if cgroup is None else cgroup.procs_files,
+            "cgroups": [] if cgroup is None else cgroup.tasks_files,
             # In its own namespace (images) the zygote has a mountpoint of its own.
             "mountpoint": rootfs.ZYGOTE_MOUNTPOINT if self._images.active else str(self._mountpoint),
             "code_device": code_device,
             "layer_devices": layer_devices,
             "routes": routes,
         }
+        request_fd = -1
         try:
-            await zygote.send(json.dumps(request).encode(), [theirs.fileno(), out_w, err_w])
+            request_fd = _memfd(json.dumps(request).encode())
+            shell_name = None if shell is None else shell.name
+            message = json.dumps({"op": "spawn", "id": spec.instance_id, "shell": shell_name}).encode()
+            await zygote.send(message, [theirs.fileno(), out_w, err_w, request_fd])
         except BaseException as exc:
             self._launching.pop(spec.instance_id, None)
             if not proc._spawned.done():
@@ -448,6 +493,8 @@ class ZygoteLauncher:
             theirs.close()
             os.close(out_w)
             os.close(err_w)
+            if request_fd >= 0:
+                os.close(request_fd)
         try:
             await asyncio.shield(proc._spawned)
         except asyncio.CancelledError:
@@ -470,6 +517,26 @@ class ZygoteLauncher:
                 reason = "timed out" if isinstance(exc, TimeoutError) else repr(exc)
                 raise SandboxUnavailable(f"the network of an outbound instance failed: {reason}") from exc
         return proc
+
+    def _take_shell(self, zygote: ZygoteControl, spec: SandboxSpec) -> Shell | None:
+        """A ready shell of ``zygote`` with the instance's limits set on its cgroup, if there is one."""
+        pool = self._pools.get(zygote)
+        shell = None if pool is None else pool.take()
+        if shell is None:
+            return None
+        try:
+            shell.cgroup.limit(
+                memory_mb=spec.memory_mb,
+                cpu_shares=spec.cpu_shares,
+                pids_max=spec.pids_max,
+                cpu_quota_us=spec.cpu_quota_us,
+            )
+        except OSError:
+            log.exception("cannot limit shell %s: the instance is forked directly", shell.name)
+            shell.cgroup.kill_all()  # the shell: its zygote sees it die
+            self._background(_remove(shell.cgroup))
+            return None
+        return shell
 
     def _routes(self) -> list[str]:
         """The unreachable routes of an outbound instance, with the host's addresses of now."""
@@ -496,11 +563,16 @@ class ZygoteLauncher:
         if op == "spawned":
             proc = self._launching.pop(message["id"])
             self._by_pid[message["pid"]] = proc
+            proc.from_shell = message.get("shell", False)
             proc._spawned.set_result(message["pid"])
         elif op == "failed":
             proc = self._launching.pop(message["id"])
             error = SandboxUnavailable(f"the zygote could not launch: {message['error']}")
             proc._spawned.set_exception(error)
+        elif op == "ready" and zygote in self._pools:
+            self._pools[zygote].on_ready(message["shell"], message["pid"])
+        elif op == "lost" and zygote in self._pools:
+            self._pools[zygote].on_lost(message["shell"])
         elif op == "exit":
             proc = self._by_pid.pop(message["pid"])
             if message["code"] == SETUP_FAILED:
@@ -508,6 +580,9 @@ class ZygoteLauncher:
             proc._exit.set_result(ExitStatus(message["code"], message["signal"]))
 
     def _on_zygote_lost(self, zygote: ZygoteControl) -> None:
+        pool = self._pools.pop(zygote, None)
+        if pool is not None:  # its shells died with it (parent-death signal); their cgroups go
+            self._background(pool.close())
         lost = SandboxUnavailable("the zygote exited")
         for instance_id, proc in list(self._launching.items()):
             if proc.zygote is zygote:
@@ -533,7 +608,8 @@ class ZygoteLauncher:
                 log.error("instance %s: destroy failed", proc.spec.instance_id, exc_info=result)
         for zygote in (self._plain, self._preloaded):
             if zygote is not None:
-                await zygote.close()  # EOF: the zygote kills what is left and exits
+                await zygote.close()  # EOF: the zygote kills what is left (shells too) and exits
+        await self._close_pools()
         await self._images.close()  # nothing mounts them any more: the kernel detaches them
         if self._cgroups is not None:
             await asyncio.to_thread(self._cgroups.sweep)

@@ -1,7 +1,8 @@
 """Real handler code in real sandboxes: the seccomp policy, capabilities and limits, from inside.
 
 Uses the rig of ``test_launcher`` (a real ZygoteLauncher per test, nothing left
-on the host afterwards). The handlers live in ``hard.py`` next to the rig's
+on the host afterwards), on an instance the zygote forks and on one made from
+its prepared shells. The handlers live in ``hard.py`` next to the rig's
 ``app.py``; every refused call must fail with exactly the errno named here.
 """
 
@@ -261,7 +262,7 @@ def install(r: Rig) -> None:
     (code / "hard.py").chmod(0o644)
 
 
-def test_blocked_syscalls_fail_with_their_errno_inside(tmp_path: Path) -> None:
+def test_blocked_syscalls_fail_with_their_errno_inside(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         install(r)
         _, runtime = await r.launch()
@@ -269,10 +270,10 @@ def test_blocked_syscalls_fail_with_their_errno_inside(tmp_path: Path) -> None:
         assert seen.pop("clone3") == errno.ENOSYS  # glibc falls back to clone, which is filtered
         assert seen == dict.fromkeys(seen, errno.EPERM)
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_fork_threads_subprocess_and_multiprocessing_still_work(tmp_path: Path) -> None:
+def test_fork_threads_subprocess_and_multiprocessing_still_work(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         install(r)
         _, runtime = await r.launch()
@@ -288,10 +289,10 @@ def test_fork_threads_subprocess_and_multiprocessing_still_work(tmp_path: Path) 
             "interfaces": ["lo"],
         }
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_uid_0_inside_has_no_capability_and_is_not_dumpable(tmp_path: Path) -> None:
+def test_uid_0_inside_has_no_capability_and_is_not_dumpable(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         install(r)
         _, runtime = await r.launch()
@@ -307,10 +308,10 @@ def test_uid_0_inside_has_no_capability_and_is_not_dumpable(tmp_path: Path) -> N
         assert seen["batch"]  # a woken instance does not preempt the worker
         assert seen["setuid to nobody"] == errno.EINVAL  # 65534 is not mapped: only uid 0 exists
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_open_files_are_capped(tmp_path: Path) -> None:
+def test_open_files_are_capped(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         install(r)
         _, runtime = await r.launch()
@@ -322,10 +323,10 @@ def test_open_files_are_capped(tmp_path: Path) -> None:
         seen = await call(runtime, "open_files", {"count": 100})
         assert (seen["limit"], seen["errno"]) == ([64, 64], errno.EMFILE)
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_tmp_and_dev_shm_are_capped_nosuid_nodev_and_devices_absent(tmp_path: Path) -> None:
+def test_tmp_and_dev_shm_are_capped_nosuid_nodev_and_devices_absent(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         install(r)
         _, runtime = await r.launch()
@@ -343,10 +344,10 @@ def test_tmp_and_dev_shm_are_capped_nosuid_nodev_and_devices_absent(tmp_path: Pa
             "sys": False,
         }
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_a_setuid_binary_gives_nothing(tmp_path: Path) -> None:
+def test_a_setuid_binary_gives_nothing(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         install(r)
         binary = Path(r.spec.code_dir) / "suid-id"
@@ -364,10 +365,10 @@ def test_a_setuid_binary_gives_nothing(tmp_path: Path) -> None:
             "tmp copy group": "0\n",
         }
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_proc_sys_and_sysrq_trigger_are_not_writable(tmp_path: Path) -> None:
+def test_proc_sys_and_sysrq_trigger_are_not_writable(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         install(r)
         _, runtime = await r.launch()
@@ -376,7 +377,7 @@ def test_proc_sys_and_sysrq_trigger_are_not_writable(tmp_path: Path) -> None:
         sysrq = errno.EACCES if os.path.exists("/proc/sysrq-trigger") else errno.ENOENT
         assert seen == {**dict.fromkeys(seen, errno.EACCES), "/proc/sysrq-trigger": sysrq}
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
 @pytest.mark.parametrize("handler", ["x32", "i386"])

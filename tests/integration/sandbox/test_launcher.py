@@ -2,7 +2,9 @@
 
 Every test starts its own ZygoteLauncher (a unique server id, a temp state
 dir) and ends by closing it and checking that nothing is left on the host: no
-zygote, no cgroup under the server's prefix, no new mount.
+zygote, no shell, no cgroup under the server's prefix, no new mount. The
+guarantees are checked twice: on instances the zygote forks when asked
+(``forked``), and on instances made from its prepared shells (``shell``).
 """
 
 from __future__ import annotations
@@ -251,19 +253,33 @@ def read_pipe(fd: int) -> bytes:
         return b""
 
 
+async def ready_shells(launcher: ZygoteLauncher, count: int = 1) -> list[int]:
+    """The pids of the ready shells, once there are ``count``."""
+    deadline = time.monotonic() + STEP
+    while len(launcher.ready_shells()) < count:
+        assert time.monotonic() < deadline, "the pool did not fill"
+        await asyncio.sleep(0.01)
+    return launcher.ready_shells()
+
+
 @dataclass
 class Rig:
     launcher: ZygoteLauncher
     spec: SandboxSpec
     server_id: str
+    shells: int
 
     async def launch(self, **changes: Any) -> tuple[ZygoteProcess, Runtime]:
+        """An instance, from a shell when the rig keeps some (the test says which way it came)."""
+        if self.shells:
+            await ready_shells(self.launcher)
         proc = await self.launcher.launch(replace(self.spec, **changes))
+        assert proc.from_shell == bool(self.shells)
         return proc, Runtime(proc)
 
 
 @asynccontextmanager
-async def rig(tmp_path: Path, *, isolate: bool = True) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, *, isolate: bool = True, shells: int = 0) -> AsyncIterator[Rig]:
     code = tmp_path / "code"
     code.mkdir()
     (code / "app.py").write_text(textwrap.dedent(APP))
@@ -282,28 +298,34 @@ async def rig(tmp_path: Path, *, isolate: bool = True) -> AsyncIterator[Rig]:
         env={"GREETING": "hi", "PATH": "/usr/bin:/bin"},
     )
     mounts = mountinfo()
-    launcher = ZygoteLauncher(state_dir=tmp_path / "state", server_id=server_id, isolate=isolate)
+    launcher = ZygoteLauncher(
+        state_dir=tmp_path / "state", server_id=server_id, isolate=isolate, shells=shells
+    )
     await launcher.start()
     zygote = launcher.zygote_pid
     assert zygote is not None
     try:
-        yield Rig(launcher, spec, server_id)
+        yield Rig(launcher, spec, server_id, shells)
     finally:
+        waiting = launcher.ready_shells()
         await launcher.close()
     assert not Path(f"/proc/{zygote}").exists()
+    assert not any(alive(pid) for pid in waiting)
     assert [p for p in prefix_dirs(server_id) if p.exists()] == []
     assert mountinfo() == mounts
 
 
-def run(tmp_path: Path, test: Callable[[Rig], Awaitable[None]], *, isolate: bool = True) -> None:
+def run(
+    tmp_path: Path, test: Callable[[Rig], Awaitable[None]], *, isolate: bool = True, shells: int = 0
+) -> None:
     async def main() -> None:
-        async with rig(tmp_path, isolate=isolate) as r:
+        async with rig(tmp_path, isolate=isolate, shells=shells) as r:
             await test(r)
 
     asyncio.run(main())
 
 
-def test_hello_round_trip_with_logs_before_the_result(tmp_path: Path) -> None:
+def test_hello_round_trip_with_logs_before_the_result(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         proc, runtime = await r.launch()
         assert await runtime.call("hello", {"name": "ada"}) == {"hello": "ada"}
@@ -313,10 +335,10 @@ def test_hello_round_trip_with_logs_before_the_result(tmp_path: Path) -> None:
         await proc.destroy()
         assert await proc.wait() == ExitStatus(None, signal.SIGKILL)
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_module_state_survives_warm_calls(tmp_path: Path) -> None:
+def test_module_state_survives_warm_calls(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         _, runtime = await r.launch()
         assert await runtime.call("counter") == 1
@@ -325,20 +347,20 @@ def test_module_state_survives_warm_calls(tmp_path: Path) -> None:
             assert frame is not None and frame.header["id"] == f"req-{expected}"
             assert json.loads(frame.body) == expected
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_channel_close_ends_the_runtime_cleanly(tmp_path: Path) -> None:
+def test_channel_close_ends_the_runtime_cleanly(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         proc, runtime = await r.launch()
         assert await runtime.call("counter") == 1
         proc.channel.shutdown(socket.SHUT_WR)
         assert await asyncio.wait_for(proc.wait(), STEP) == ExitStatus(0, None)
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_context_fields(tmp_path: Path) -> None:
+def test_context_fields(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         _, runtime = await r.launch()
         fields = await runtime.call("context_fields")
@@ -351,10 +373,10 @@ def test_context_fields(tmp_path: Path) -> None:
         assert "[3]" in fields["log_stream_name"]
         assert 25_000 < fields["remaining"] <= 30_000
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_bad_import_is_an_init_error_and_the_runtime_exits(tmp_path: Path) -> None:
+def test_bad_import_is_an_init_error_and_the_runtime_exits(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         (Path(r.spec.code_dir) / "broken.py").write_text("import no_such_module\n")
         proc, runtime = await r.launch()
@@ -368,10 +390,10 @@ def test_bad_import_is_an_init_error_and_the_runtime_exits(tmp_path: Path) -> No
         frame = await runtime.init("app.missing")
         assert frame is not None and frame.header["error_type"] == "Runtime.HandlerNotFound"
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_handler_exception_is_an_error_frame_with_traceback(tmp_path: Path) -> None:
+def test_handler_exception_is_an_error_frame_with_traceback(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         _, runtime = await r.launch()
         assert (await runtime.init("app.boom")) is not None
@@ -392,10 +414,10 @@ def test_handler_exception_is_an_error_frame_with_traceback(tmp_path: Path) -> N
         frame = await runtime.invoke({})
         assert frame is not None and frame.header["error_type"] == "Runtime.MarshalError"
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_identity_hostname_environment_processes_and_fds(tmp_path: Path) -> None:
+def test_identity_hostname_environment_processes_and_fds(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         proc, runtime = await r.launch()
         seen = await runtime.call("view")
@@ -415,10 +437,10 @@ def test_identity_hostname_environment_processes_and_fds(tmp_path: Path) -> None
         assert str(os.getpid()) not in seen["cmdline"].split("\0")
         assert seen["argv"] == [""]
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_the_standard_library_imports_lazily_inside(tmp_path: Path) -> None:
+def test_the_standard_library_imports_lazily_inside(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         _, runtime = await r.launch()
         seen = await runtime.call("stdlib")
@@ -433,10 +455,10 @@ def test_the_standard_library_imports_lazily_inside(tmp_path: Path) -> None:
         assert all(p.startswith(("/var/task", "/var/lang", "/var/runtime", "/usr")) for p in seen["path"])
         assert seen["executable"].startswith(("/var/lang/", "/usr/"))
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_root_is_read_only_and_tmp_is_a_capped_tmpfs(tmp_path: Path) -> None:
+def test_root_is_read_only_and_tmp_is_a_capped_tmpfs(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         _, runtime = await r.launch()
         paths = ["/x", "/usr/x", "/var/task/x", "/var/lang/x", "/etc/x", "/dev/x", "/tmp/x"]
@@ -445,20 +467,20 @@ def test_root_is_read_only_and_tmp_is_a_capped_tmpfs(tmp_path: Path) -> None:
         _, runtime = await r.launch(instance_id="i-2")
         assert await runtime.call("fill_tmp", {"bytes": 16 * 1024 * 1024}) == errno.ENOSPC
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_no_mount_reaches_the_host(tmp_path: Path) -> None:
+def test_no_mount_reaches_the_host(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         before = mountinfo()
         _, runtime = await r.launch()
         assert await runtime.call("counter") == 1
         assert mountinfo() == before
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_network_is_loopback_only(tmp_path: Path) -> None:
+def test_network_is_loopback_only(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         with socket.socket() as listener:
             listener.bind(("127.0.0.1", 0))
@@ -468,10 +490,10 @@ def test_network_is_loopback_only(tmp_path: Path) -> None:
             result = await runtime.call("network", {"host_port": port})
         assert result == {"host": errno.ECONNREFUSED, "loopback": "ok"}
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_memory_limit_oom_kills_the_instance(tmp_path: Path) -> None:
+def test_memory_limit_oom_kills_the_instance(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         proc, runtime = await r.launch(memory_mb=64)
         assert (await runtime.init("app.hog")) is not None
@@ -481,10 +503,10 @@ def test_memory_limit_oom_kills_the_instance(tmp_path: Path) -> None:
         await proc.destroy()
         assert proc.oom_killed()  # still known once the cgroup is gone
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_pids_limit_contains_a_fork_bomb(tmp_path: Path) -> None:
+def test_pids_limit_contains_a_fork_bomb(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         proc, runtime = await r.launch(pids_max=8)
         result = await runtime.call("fork_bomb")
@@ -495,10 +517,10 @@ def test_pids_limit_contains_a_fork_bomb(tmp_path: Path) -> None:
         assert await asyncio.wait_for(proc.wait(), STEP) == ExitStatus(None, signal.SIGKILL)
         assert proc.cgroup.pids() == []
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_freezer_stops_and_resumes_an_instance(tmp_path: Path) -> None:
+def test_freezer_stops_and_resumes_an_instance(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         proc, runtime = await r.launch()
         assert await runtime.call("counter") == 1
@@ -517,10 +539,10 @@ def test_freezer_stops_and_resumes_an_instance(tmp_path: Path) -> None:
         frame = await answer
         assert frame is not None and json.loads(frame.body) == 2
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_kill_takes_the_processes_the_function_left_behind(tmp_path: Path) -> None:
+def test_kill_takes_the_processes_the_function_left_behind(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         proc, runtime = await r.launch()
         assert await runtime.call("leave_child") == "left"
@@ -535,10 +557,10 @@ def test_kill_takes_the_processes_the_function_left_behind(tmp_path: Path) -> No
         await proc.destroy()  # idempotent
         assert not any(d.exists() for d in proc.cgroup.dirs.values())
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_destroy_completes_when_a_descriptor_was_closed_elsewhere(tmp_path: Path) -> None:
+def test_destroy_completes_when_a_descriptor_was_closed_elsewhere(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         proc, runtime = await r.launch()
         assert await runtime.call("counter") == 1
@@ -547,15 +569,17 @@ def test_destroy_completes_when_a_descriptor_was_closed_elsewhere(tmp_path: Path
         assert proc.cgroup is not None
         assert not any(d.exists() for d in proc.cgroup.dirs.values())
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_instances_die_with_the_zygote(tmp_path: Path) -> None:
+def test_instances_die_with_the_zygote(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         proc, runtime = await r.launch()
         assert await runtime.call("leave_child") == "left"
         assert proc.cgroup is not None
         pids = proc.cgroup.pids()
+        if r.shells:  # the pool refilled: the shells waiting die too
+            pids += await ready_shells(r.launcher, r.shells)
         assert r.launcher.zygote_pid is not None
         os.kill(r.launcher.zygote_pid, signal.SIGKILL)
         # Blocking on purpose: the launcher must not get to clean up, so that
@@ -565,10 +589,11 @@ def test_instances_die_with_the_zygote(tmp_path: Path) -> None:
             time.sleep(0.01)
         assert not any(alive(pid) for pid in pids)
         assert await asyncio.wait_for(proc.wait(), STEP) == ExitStatus(None, signal.SIGKILL)
+        assert r.launcher.ready_shells() == []
         with pytest.raises(SandboxUnavailable):
-            await r.launch(instance_id="i-2")
+            await r.launcher.launch(replace(r.spec, instance_id="i-2"))
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
 WORKER = """
@@ -576,26 +601,31 @@ import asyncio, json, pathlib, sys, time
 from wuzhao.sandbox.api import SandboxSpec
 from wuzhao.sandbox.zygote_launcher import ZygoteLauncher
 
-async def main(state, server_id, code, uid):
-    launcher = ZygoteLauncher(state_dir=pathlib.Path(state), server_id=server_id)
+async def main(state, server_id, code, uid, shells):
+    launcher = ZygoteLauncher(state_dir=pathlib.Path(state), server_id=server_id, shells=int(shells))
     await launcher.start()
     spec = SandboxSpec(instance_id="orphan", code_dir=code, uid=int(uid), memory_mb=64, cpu_shares=64)
     proc = await launcher.launch(spec)
-    print(json.dumps({"zygote": launcher.zygote_pid, "instance": proc.pid}), flush=True)
+    while len(launcher.ready_shells()) < int(shells):
+        await asyncio.sleep(0.01)
+    pids = {"zygote": launcher.zygote_pid, "instance": proc.pid}
+    pids.update({f"shell-{i}": pid for i, pid in enumerate(launcher.ready_shells())})
+    print(json.dumps(pids), flush=True)
     await asyncio.sleep(600)
 
 asyncio.run(main(*sys.argv[1:]))
 """
 
 
-def test_zygote_and_instances_die_with_the_worker(tmp_path: Path) -> None:
+def test_zygote_and_instances_die_with_the_worker(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         server_id = f"{r.server_id}-w"
-        argv = [sys.executable, "-c", WORKER, str(tmp_path / "w"), server_id, r.spec.code_dir, str(UID)]
-        with subprocess.Popen(argv, stdout=subprocess.PIPE) as worker:
+        args = [str(tmp_path / "w"), server_id, r.spec.code_dir, str(UID), str(shells)]
+        with subprocess.Popen([sys.executable, "-c", WORKER, *args], stdout=subprocess.PIPE) as worker:
             assert worker.stdout is not None
             pids = json.loads(worker.stdout.readline())
-            assert alive(pids["zygote"]) and alive(pids["instance"])
+            assert len(pids) == 2 + shells
+            assert all(alive(pid) for pid in pids.values())
             worker.kill()
         deadline = time.monotonic() + STEP
         while any(alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
@@ -604,7 +634,7 @@ def test_zygote_and_instances_die_with_the_worker(tmp_path: Path) -> None:
         # What a dead worker cannot remove, the next start sweeps.
         CgroupTree(f"wuzhao/{server_id}").sweep()
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
 @pytest.mark.parametrize(
@@ -626,16 +656,20 @@ def test_specs_that_would_reach_paths_or_files_are_refused(tmp_path: Path, chang
     run(tmp_path, test)
 
 
-def test_setup_failure_exits_with_its_own_code(tmp_path: Path) -> None:
+def test_setup_failure_exits_with_its_own_code(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
-        proc, runtime = await r.launch(code_dir=str(tmp_path / "no-such-dir"))
-        assert await runtime.receive() is None
+        if r.shells:
+            await ready_shells(r.launcher)
+        proc = await r.launcher.launch(replace(r.spec, code_dir=str(tmp_path / "no-such-dir")))
+        # A shell that fails hands the spawn back: the zygote forks it, and that child fails the same.
+        assert not proc.from_shell
+        assert await Runtime(proc).receive() is None
         assert await asyncio.wait_for(proc.wait(), STEP) == ExitStatus(SETUP_FAILED, None)
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
-def test_close_kills_live_instances(tmp_path: Path) -> None:
+def test_close_kills_live_instances(tmp_path: Path, shells: int) -> None:
     async def test(r: Rig) -> None:
         proc, runtime = await r.launch()
         assert await runtime.call("leave_child") == "left"
@@ -644,7 +678,7 @@ def test_close_kills_live_instances(tmp_path: Path) -> None:
         await r.launcher.close()
         assert not any(alive(pid) for pid in pids)
 
-    run(tmp_path, test)
+    run(tmp_path, test, shells=shells)
 
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["running", "frozen"])

@@ -171,6 +171,22 @@ def test_an_instance_of_the_preloaded_zygote_starts_with_the_module_imported_whe
     assert set(seen[False]["threads"].values()) == {None}
 
 
+def test_a_preloaded_instance_comes_from_a_shell_of_the_preloaded_zygote(tmp_path):
+    async def use(launcher: ZygoteLauncher, layer: LayerMount) -> tuple[ZygoteProcess, list[int], Any]:
+        deadline = time.monotonic() + 20
+        while not (launcher.ready_shells(preloaded=True) and launcher.ready_shells()):
+            assert time.monotonic() < deadline, "the pools did not fill"
+            await asyncio.sleep(0.01)
+        waiting = launcher.ready_shells(preloaded=True)
+        assert not set(waiting) & set(launcher.ready_shells())  # a pool of its own
+        proc = await launcher.launch(SandboxSpec(**{**vars(spec_of(tmp_path, layer)), "preloaded": True}))
+        return proc, waiting, await call(proc)
+
+    proc, waiting, seen = with_launcher(tmp_path, ["heavy"], use)
+    assert proc.from_shell and proc.pid in waiting
+    assert seen["preloaded"] is True and seen["imported_here"] is False
+
+
 def test_the_preloaded_zygote_has_one_thread_and_the_layers_where_instances_have_them(tmp_path):
     """Only its own thread at every fork: the libraries were told to start none."""
 

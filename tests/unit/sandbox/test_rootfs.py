@@ -23,6 +23,8 @@ from wuzhao.sandbox.rootfs import (
     ReadOnly,
     Symlink,
     Tmpfs,
+    base_plan,
+    instance_plan,
     plan,
     python_inside,
     sandbox_path,
@@ -216,7 +218,7 @@ def test_dev_is_populated_then_sealed_and_proc_is_fresh() -> None:
     for node in ("/dev/null", "/dev/urandom", "/dev/fd", "/dev/stdout", "/dev/shm"):
         assert dev < names.index(node) < sealed
     assert Symlink("/dev/fd", "/proc/self/fd") in ops
-    assert ops[-1] == Proc("/proc")
+    assert ops.count(Proc("/proc")) == 1
     assert not any(t == "/sys" or t.startswith("/sys/") for t in names)
 
 
@@ -304,7 +306,7 @@ def test_layers_are_read_only_and_come_after_the_code(facts: HostFacts) -> None:
     layers = layer_ops(ops)[1:]
     assert all(not op.writable and op.nodev for op in layers if isinstance(op, Bind))
     names = targets(ops)
-    assert names.index(TASK_ROOT) < names.index(LAYERS_ROOT) < names.index("/opt/sci")
+    assert names.index(LAYERS_ROOT) < names.index(TASK_ROOT) < names.index("/opt/sci")
     assert ops.index(layers[-1]) < names.index("/tmp")
 
 
@@ -320,3 +322,41 @@ def test_every_mount_comes_before_anything_placed_inside_it_with_layers() -> Non
         for i, name in enumerate(names):
             for parent in names[i + 1 :]:
                 assert not name.startswith(parent + "/"), f"{name} is planned before its parent {parent}"
+
+
+# The base (a shell builds it before it has a function) and the function's part
+
+
+OTHER = replace(
+    LAYERED,
+    instance_id="other",
+    code_dir="/data/code/other",
+    uid=29999,
+    memory_mb=2048,
+    tmp_size_mb=1,
+    hostname="other-host",
+    env={"SECRET": "x"},
+    network="outbound",
+    code_image="/data/images/other.erofs",
+)
+FUNCTION_TARGETS = {TASK_ROOT, "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/tmp"}
+
+
+@pytest.mark.parametrize("facts", [DEBIAN, SYSTEM_PYTHON, FROM_IMAGES, WITH_LAYER_DEVICES])
+@pytest.mark.parametrize("spec", [SPEC, LAYERED, OTHER])
+def test_the_plan_is_the_base_then_the_function_s_part(facts: HostFacts, spec: SandboxSpec) -> None:
+    base = base_plan(facts)  # takes no spec: nothing in it can be a function's
+    assert plan(spec, facts) == base + instance_plan(spec, facts)
+    own = targets(instance_plan(spec, facts))
+    layers = {f"{LAYERS_ROOT}/{layer.name}" for layer in spec.layers}
+    assert set(own) <= FUNCTION_TARGETS | layers
+    assert not set(own) & set(targets(base))
+
+
+def test_everything_a_function_decides_is_in_its_part() -> None:
+    # Two functions as different as can be differ only in their own part.
+    for facts in (DEBIAN, WITH_LAYER_DEVICES):
+        ours, theirs = instance_plan(SPEC, facts), instance_plan(OTHER, facts)
+        assert plan(SPEC, facts)[: -len(ours)] == plan(OTHER, facts)[: -len(theirs)]
+    assert File("/etc/hostname", "other-host\n") in instance_plan(OTHER, DEBIAN)
+    assert Tmpfs("/tmp", 1 * MB, 0o1777, noexec=False) in instance_plan(OTHER, DEBIAN)

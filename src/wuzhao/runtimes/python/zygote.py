@@ -4,26 +4,47 @@ Started by ``wuzhao.sandbox.zygote_launcher`` by exec, with an empty
 environment and no descriptor but its control socket (stdin and stdout are
 /dev/null; stderr is the server's, for the zygote's own failures and for
 sandbox setup failures). It imports everything the sandbox entry and the
-runtime need, then forks one child per spawn request. This is the only module
-that forks; the child's duties are handled in :meth:`Zygote._child`: signal
-handlers and the wakeup fd reset, the control socket closed at once (the
-worker must see EOF when the zygote dies, not when its last child ends),
-``random`` reseeded (``random`` registers that at-fork hook itself), and
-``os._exit`` on every path, so a child never returns into the loop. All
-children share the zygote's hash seed: that is the price of forking.
+runtime need, then makes one child per spawn request: a fork there and
+then, or a shell forked earlier (below). This is the only module that forks;
+every child first leaves the zygote behind (:meth:`Zygote._leave_zygote`):
+signal handlers and the wakeup fd reset, every descriptor of the zygote's
+closed at once (the worker must see EOF when the zygote dies, not when its
+last child ends), ``random`` reseeded (``random`` registers that at-fork hook
+itself), and ``os._exit`` on every path, so a child never returns into the
+loop. All children share the zygote's hash seed: that is the price of forking.
 
 Control protocol, on a SOCK_SEQPACKET socket, one JSON object per message:
 
-    worker -> zygote  {"op": "spawn", "id", "spec": {SandboxSpec fields},
-                       "cgroups": [cgroup.procs paths], "mountpoint": for the root,
-                       "code_device", "layer_devices": loop devices of its images,
-                       "routes": [CIDRs unreachable for an outbound instance]}
-                      with SCM_RIGHTS [channel, stdout write end, stderr write end]
-    zygote -> worker  {"op": "hello", "pid"}            once, when ready
+    worker -> zygote  {"op": "spawn", "id", "shell": a ready shell's name, or null}
+                      with SCM_RIGHTS [channel, stdout write end, stderr write end, request]:
+                      the request is a memfd of {"spec": {SandboxSpec fields},
+                      "cgroups": [tasks files], "mountpoint": for the root, "code_device",
+                      "layer_devices": loop devices of its images,
+                      "routes": [CIDRs unreachable for an outbound instance]}, read by
+                      the child only, so that no fork of the zygote holds a function's data
+                      {"op": "shell", "id", "cgroups": [tasks files]}   prepare a shell
+    zygote -> worker  {"op": "hello", "pid", "shells"}  once, when ready ("shells": it can keep some)
                       {"op": "broken", "error"}         instead, when it cannot preload (then exits)
-                      {"op": "spawned", "id", "pid"}    host pid of the instance
+                      {"op": "ready", "shell", "pid"}   a shell waits for a spawn
+                      {"op": "lost", "shell"}           a shell died before it was given one
+                      {"op": "spawned", "id", "pid", "shell"}  host pid of the instance; from a shell?
                       {"op": "failed", "id", "error"}   no process was made
                       {"op": "exit", "pid", "code", "signal"}  always after "spawned"
+
+Shells: asked by the worker (``wuzhao.sandbox.shell_pool``), the zygote forks
+a child that joins the cgroups the worker made for it (with no limit yet),
+does what no function decides (``enter.prepare``: its namespaces, pid 1 of
+its own pid namespace, the base of its root, ``lo`` up), says READY on a
+socketpair of its own and blocks. A spawn naming it is handed over on that
+socket; the shell reads its request, builds the function's part of the root
+(``enter.complete_root``) and says TAKEN, then goes on as a forked child does
+(``enter.lock_down``, ``enter.finish``, the runtime). Until TAKEN the zygote
+keeps the spawn's descriptors: a shell that dies first, says anything else
+or is not done within :data:`TAKE_TIMEOUT` is killed and the zygote forks
+the instance itself, into the same cgroups, so a spawn never fails for a
+shell. No shell is forked while another holds a spawn (it would inherit that
+function's descriptors, if only until it closes them). Shells die with the
+zygote: parent-death signal, and EOF on their socket if it died before.
 
 EOF on the control socket (the worker closed it or died) makes the zygote
 SIGKILL and reap its children and exit; PR_SET_PDEATHSIG covers a worker that
@@ -62,6 +83,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 import traceback
 from typing import Any, NoReturn
 
@@ -69,9 +91,41 @@ from wuzhao.runtimes.python import bootstrap, preload
 from wuzhao.sandbox import enter, libc, rootfs
 from wuzhao.sandbox.api import CHANNEL_FD, LAYERS_ROOT, TASK_ROOT, LayerMount, SandboxSpec
 
-MAX_REQUEST = 256 * 1024
+MAX_REQUEST = 4096  # the control message: the instance's request travels in a descriptor
+MAX_FDS = 4  # channel, stdout, stderr, the request
+# A shell's messages to the zygote, and the zygote's one message to a shell.
+READY, TAKEN, SPAWN = b"ready", b"taken", b"spawn"
+# How long a shell may take from its spawn to TAKEN before the zygote makes the instance itself.
+TAKE_TIMEOUT = 2.0
 # The zygote's second start, by the runtime's Python, from the runtime's images.
 _FROM_RUNTIME = "import sys; sys.path.insert(0, {root!r}); from {module} import main; sys.exit(main())"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """What a child needs to become one instance, read from the descriptor the worker wrote it to."""
+
+    spec: SandboxSpec
+    cgroups: list[str]
+    mountpoint: str
+    routes: list[str]
+    facts: rootfs.HostFacts
+
+
+@dataclasses.dataclass(eq=False)
+class _Shell:
+    """A prepared child waiting for its function, as the zygote sees it."""
+
+    name: str  # the worker's
+    cgroups: list[str]  # joined as it prepares
+    pid: int
+    sock: socket.socket  # the zygote's end of the shell's socketpair
+    ready: bool = False
+    reaped: bool = False
+    # The spawn it was handed, until it says TAKEN: kept to make the instance directly instead.
+    request_id: str | None = None
+    fds: list[int] = dataclasses.field(default_factory=list)
+    deadline: float = 0.0
 
 
 class Zygote:
@@ -89,7 +143,10 @@ class Zygote:
         # (host directory -> there): a child binds them from there, the host's path may be hidden.
         self._bound_layers = bound_layers or {}
         self.facts = dataclasses.replace(rootfs.probe_host(), images=images or rootfs.Images())
-        self._children: set[int] = set()
+        self._children: set[int] = set()  # instances the worker knows, until their "exit"
+        self._shells: dict[str, _Shell] = {}  # by name, until TAKEN or lost
+        self._to_make: list[tuple[str, list[str]]] = []  # shells asked for, not forked yet
+        self._dropped: set[int] = set()  # shells killed and not yet reaped: no "exit" for them
         # The zygote's own pid namespace, to return to after each child is
         # made in a new one (unshare(CLONE_NEWPID) affects the next fork only
         # until undone).
@@ -101,16 +158,26 @@ class Zygote:
         self._selector.register(control, selectors.EVENT_READ)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
 
+    @property
+    def keeps_shells(self) -> bool:
+        """Shells build their root on the mountpoint of this zygote's own namespace: only a zygote
+        running from the runtime's images has one (without, each request names a host directory)."""
+        return self._isolate and self.facts.images.runtime is not None
+
     def serve(self) -> None:
-        self._send({"op": "hello", "pid": os.getpid()})
+        self._send({"op": "hello", "pid": os.getpid(), "shells": self.keeps_shells})
         while True:
-            for key, _ in self._selector.select():
+            for key, _ in self._selector.select(self._timeout()):
                 if key.fileobj is self._control:
                     if not self._handle_request():
                         return self._shutdown()
+                elif isinstance(key.data, _Shell):
+                    self._on_shell(key.data)
                 else:
                     self._drain_wakeups()
                     self._reap()
+            self._expire()
+            self._make_shell()
 
     def _drain_wakeups(self) -> None:
         try:
@@ -123,35 +190,43 @@ class Zygote:
         self._control.send(json.dumps(message).encode())
 
     def _handle_request(self) -> bool:
-        data, fds, _, _ = socket.recv_fds(self._control, MAX_REQUEST, 3)
+        data, fds, _, _ = socket.recv_fds(self._control, MAX_REQUEST, MAX_FDS)
         if not data:
+            _close(fds)
             return False
         request: dict[str, Any] = {}
         try:
             request = json.loads(data)
-            fields = request["spec"]
-            layers = tuple(self._as_seen_here(LayerMount(**layer)) for layer in fields.get("layers", ()))
-            spec = SandboxSpec(**{**fields, "layers": layers})
-            if len(fds) != 3:
-                raise ValueError(f"expected 3 descriptors, got {len(fds)}")
-            pid = self._fork()
-            if pid == 0:
-                # The child's copy only.
-                self.facts = self._instance_facts(request.get("code_device"), request.get("layer_devices"))
-                self._child(spec, fds, request["cgroups"], request["mountpoint"], request.get("routes", []))
-            self._children.add(pid)
-            self._send({"op": "spawned", "id": request["id"], "pid": pid})
+            if request["op"] == "shell":
+                if self.keeps_shells:
+                    self._to_make.append((request["id"], request["cgroups"]))
+                else:
+                    self._send({"op": "lost", "shell": request["id"]})
+                return True
+            # Only the id: the instance's request (its environment, its secrets) is in fds[3],
+            # read by the child alone, so no fork of this process ever holds a function's data.
+            if len(fds) != MAX_FDS:
+                raise ValueError(f"expected {MAX_FDS} descriptors, got {len(fds)}")
+            shell = self._shells.get(request.get("shell") or "")
+            if shell is not None and self._assign(shell, request["id"], fds):
+                fds = []  # the shell's until it says TAKEN
+            else:
+                if shell is not None:  # its cgroups are the instance's now: it must not stay in them
+                    self._drop_shell(shell)
+                self._spawn(request["id"], fds)
         except Exception as exc:
             self._send({"op": "failed", "id": request.get("id"), "error": repr(exc)})
         finally:
-            for fd in fds:
-                os.close(fd)
+            _close(fds)
         return True
 
-    def _as_seen_here(self, layer: LayerMount) -> LayerMount:
-        if layer.image is None and layer.directory in self._bound_layers:
-            return dataclasses.replace(layer, directory=self._bound_layers[layer.directory])
-        return layer
+    def _spawn(self, request_id: str, fds: list[int]) -> None:
+        """Make the instance by a fork of this process (no shell given, or it failed)."""
+        pid = self._fork()
+        if pid == 0:
+            self._child(fds)
+        self._children.add(pid)
+        self._send({"op": "spawned", "id": request_id, "pid": pid, "shell": False})
 
     def _fork(self) -> int:
         if not self._isolate:
@@ -166,29 +241,57 @@ class Zygote:
             libc.setns(self._pidns, libc.CLONE_NEWPID)
         return pid
 
-    def _child(
-        self, spec: SandboxSpec, fds: list[int], cgroups: list[str], mountpoint: str, routes: list[str]
-    ) -> NoReturn:
+    def _leave_zygote(self, keep: list[int]) -> None:
+        """In a new child: drop what it inherited of the zygote but ``keep``, at once.
+
+        Closed through their objects, so that nothing collected later closes a
+        number reused meanwhile. Other spawns' descriptors (held for a shell
+        that has not taken its spawn yet) are another function's: never kept.
+        """
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # The worker must see EOF when the zygote dies, not when its last child ends.
+        self._control.close()
+        self._selector.close()
+        for fd in (self._wake_r, self._wake_w, self._pidns):
+            os.close(fd)
+        for shell in self._shells.values():
+            shell.sock.close()
+            _close([fd for fd in shell.fds if fd not in keep])
+
+    def _child(self, fds: list[int]) -> NoReturn:
+        task_root, layer_dirs = "", dict[str, str]()
         try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            self._control.close()
+            self._leave_zygote(keep=fds)
             # Its own process group: the worker's killpg reaches the whole tree
             # even without a pid namespace (isolate=False).
             os.setsid()
-            enter.join_cgroups(cgroups)
-            task_root = spec.code_dir
-            layer_dirs = {layer.name: layer.directory for layer in spec.layers}
+            request = self._read_request(fds[3])
+            spec = request.spec
+            enter.join_cgroups(request.cgroups)
+            task_root, layer_dirs = _paths(spec, inside=self._isolate)
             if self._isolate:
-                enter.isolate(spec, mountpoint=mountpoint, facts=self.facts, channel=fds[0], routes=routes)
-                task_root = TASK_ROOT
-                layer_dirs = {layer.name: f"{LAYERS_ROOT}/{layer.name}" for layer in spec.layers}
+                mountpoint, facts = request.mountpoint, request.facts
+                enter.isolate(spec, mountpoint=mountpoint, facts=facts, channel=fds[0], routes=request.routes)
             enter.finish(spec, task_root=task_root, channel=fds[0], stdout=fds[1], stderr=fds[2])
         except BaseException:
-            traceback.print_exc()
-            sys.stderr.flush()
-            os._exit(enter.SETUP_FAILED)
+            _setup_failed()
         os._exit(_run_runtime(task_root, layer_dirs))
+
+    def _read_request(self, fd: int) -> _Request:
+        size = os.fstat(fd).st_size
+        fields = json.loads(os.pread(fd, size, 0))
+        os.close(fd)
+        spec_fields = fields["spec"]
+        layers = tuple(self._as_seen_here(LayerMount(**layer)) for layer in spec_fields.get("layers", ()))
+        spec = SandboxSpec(**{**spec_fields, "layers": layers})
+        facts = self._instance_facts(fields.get("code_device"), fields.get("layer_devices"))
+        return _Request(spec, fields["cgroups"], fields["mountpoint"], fields.get("routes", []), facts)
+
+    def _as_seen_here(self, layer: LayerMount) -> LayerMount:
+        if layer.image is None and layer.directory in self._bound_layers:
+            return dataclasses.replace(layer, directory=self._bound_layers[layer.directory])
+        return layer
 
     def _instance_facts(
         self, code_device: str | None, layer_devices: list[str | None] | None
@@ -199,23 +302,186 @@ class Zygote:
         images = dataclasses.replace(self.facts.images, task=code_device, layers=tuple(layer_devices or ()))
         return dataclasses.replace(self.facts, images=images)
 
+    # Shells: made when the worker asks (it keeps the pool), each used once.
+
+    def _make_shell(self) -> None:
+        """Fork one shell asked for, unless a shell holds a spawn: a fork would copy its descriptors."""
+        if not self._to_make or any(s.request_id is not None for s in self._shells.values()):
+            return
+        name, cgroups = self._to_make.pop(0)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = self._fork()
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            print(f"zygote: cannot fork a shell: {exc!r}", file=sys.stderr)
+            self._send({"op": "lost", "shell": name})
+            return
+        if pid == 0:
+            ours.close()
+            self._shell(theirs, cgroups)
+        theirs.close()
+        ours.setblocking(False)
+        shell = _Shell(name, cgroups, pid, ours)
+        self._shells[name] = shell
+        self._selector.register(ours, selectors.EVENT_READ, shell)
+
+    def _shell(self, sock: socket.socket, cgroups: list[str]) -> NoReturn:
+        """A shell: prepare what no function decides, wait for one, then become its instance."""
+        try:
+            self._leave_zygote(keep=[])
+            os.setsid()
+            # It dies with the zygote; if the zygote is already gone, the recv below sees EOF.
+            libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            enter.join_cgroups(cgroups)  # nothing forked yet: nothing escapes them
+            enter.prepare(mountpoint=rootfs.ZYGOTE_MOUNTPOINT, facts=self.facts)
+            sock.send(READY)
+            message, fds, _, _ = socket.recv_fds(sock, len(SPAWN), MAX_FDS)
+        except BaseException:
+            _setup_failed()
+        if message != SPAWN or len(fds) != MAX_FDS:
+            os._exit(0)  # the zygote closed its end: it is stopping
+        try:
+            request = self._read_request(fds[3])
+            if request.cgroups != cgroups:
+                raise ValueError("a spawn for other cgroups than the shell's")
+            spec = request.spec
+            enter.complete_root(spec, mountpoint=rootfs.ZYGOTE_MOUNTPOINT, facts=request.facts)
+            sock.send(TAKEN)  # up to here a failure leaves the spawn to the zygote
+            sock.close()
+            task_root, layer_dirs = _paths(spec, inside=True)
+            enter.lock_down(spec, channel=fds[0], routes=request.routes, announced=False)
+            enter.finish(spec, task_root=task_root, channel=fds[0], stdout=fds[1], stderr=fds[2])
+        except BaseException:
+            _setup_failed()
+        os._exit(_run_runtime(task_root, layer_dirs))
+
+    def _assign(self, shell: _Shell, request_id: str, fds: list[int]) -> bool:
+        """Hand a spawn to a ready shell; False if it cannot take it (the zygote forks instead)."""
+        if not shell.ready or shell.request_id is not None:
+            return False
+        try:
+            socket.send_fds(shell.sock, [SPAWN], fds)
+        except OSError:  # it died meanwhile
+            return False
+        shell.request_id, shell.fds = request_id, fds
+        shell.deadline = time.monotonic() + TAKE_TIMEOUT
+        return True
+
+    def _on_shell(self, shell: _Shell) -> None:
+        try:
+            message = shell.sock.recv(64)
+        except BlockingIOError:
+            if not shell.reaped:
+                return
+            message = b""  # dead, and nothing left to read
+        except ConnectionResetError:
+            message = b""
+        if message == READY and not shell.ready:
+            shell.ready = True
+            self._send({"op": "ready", "shell": shell.name, "pid": shell.pid})
+        elif message == TAKEN and shell.request_id is not None:
+            self._forget_shell(shell)
+            _close(shell.fds)
+            self._children.add(shell.pid)
+            self._send({"op": "spawned", "id": shell.request_id, "pid": shell.pid, "shell": True})
+        else:  # EOF: it failed or was killed; anything else: it is not behaving
+            self._lose_shell(shell)
+
+    def _lose_shell(self, shell: _Shell) -> None:
+        """A shell that failed: a spawn it was handed is made by a fork instead, else the worker is told."""
+        self._drop_shell(shell)
+        if shell.request_id is None:
+            self._send({"op": "lost", "shell": shell.name})
+            return
+        try:
+            self._spawn(shell.request_id, shell.fds)
+        except Exception as exc:
+            self._send({"op": "failed", "id": shell.request_id, "error": repr(exc)})
+        finally:
+            _close(shell.fds)
+
+    def _drop_shell(self, shell: _Shell) -> None:
+        self._forget_shell(shell)
+        if not shell.reaped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(shell.pid, signal.SIGKILL)
+            self._dropped.add(shell.pid)
+
+    def _forget_shell(self, shell: _Shell) -> None:
+        del self._shells[shell.name]
+        self._selector.unregister(shell.sock)
+        shell.sock.close()
+
+    def _timeout(self) -> float | None:
+        """How long the loop may sleep: until a shell's deadline; not at all with a shell to make."""
+        deadlines = [s.deadline for s in self._shells.values() if s.request_id is not None]
+        if deadlines:
+            return max(0.0, min(deadlines) - time.monotonic())
+        return 0.0 if self._to_make else None
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for shell in list(self._shells.values()):
+            if shell.request_id is not None and now >= shell.deadline:
+                self._on_shell(shell)  # a TAKEN that came with the deadline still counts
+                if shell.name not in self._shells:
+                    continue
+                print(f"zygote: shell {shell.pid} did not take its spawn in time", file=sys.stderr)
+                self._lose_shell(shell)
+
     def _reap(self) -> None:
-        while self._children:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
             if pid == 0:
                 return
-            self._children.discard(pid)
-            code = os.waitstatus_to_exitcode(status)
-            exited = code >= 0
-            message = {"op": "exit", "pid": pid, "code": code if exited else None}
-            self._send({**message, "signal": None if exited else -code})
+            if pid in self._dropped:
+                self._dropped.discard(pid)
+                continue
+            shell = next((s for s in self._shells.values() if s.pid == pid), None)
+            if shell is not None:
+                shell.reaped = True
+                while shell.name in self._shells:  # a TAKEN it sent before it died still counts
+                    self._on_shell(shell)
+            if pid in self._children:
+                self._children.discard(pid)
+                code = os.waitstatus_to_exitcode(status)
+                exited = code >= 0
+                message = {"op": "exit", "pid": pid, "code": code if exited else None}
+                self._send({**message, "signal": None if exited else -code})
 
     def _shutdown(self) -> None:
-        for pid in self._children:
+        for shell in list(self._shells.values()):
+            _close(shell.fds)
+            self._drop_shell(shell)
+        for pid in self._children | self._dropped:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        for pid in self._children:
+        for pid in self._children | self._dropped:
             os.waitpid(pid, 0)
+
+
+def _paths(spec: SandboxSpec, *, inside: bool) -> tuple[str, dict[str, str]]:
+    """The code's directory and each layer's, as the runtime sees them."""
+    if not inside:
+        return spec.code_dir, {layer.name: layer.directory for layer in spec.layers}
+    return TASK_ROOT, {layer.name: f"{LAYERS_ROOT}/{layer.name}" for layer in spec.layers}
+
+
+def _setup_failed() -> NoReturn:
+    traceback.print_exc()
+    sys.stderr.flush()
+    os._exit(enter.SETUP_FAILED)
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _run_runtime(task_root: str, layer_dirs: dict[str, str]) -> int:
