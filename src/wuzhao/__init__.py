@@ -13,8 +13,9 @@ __all__ = ["Client", "__version__"]
 
 def __getattr__(name: str) -> Any:
     # Client is imported on first use, not with the package: the Python runtime
-    # imports wuzhao.runtimes inside every sandbox, and loading httpx there
-    # would add to each cold start.
+    # imports wuzhao.runtimes and wuzhao.fn inside every sandbox, where httpx is
+    # not even there (only the standard library and this package are), and
+    # loading it would add to each cold start. Import nothing else here.
     if name == "Client":
         from wuzhao.client import Client
 

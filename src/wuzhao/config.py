@@ -97,10 +97,15 @@ class Settings:
         250 * 1024 * 1024, "WUZHAO_MAX_UNPACKED_CODE_BYTES", "Largest code package once unpacked."
     )
     max_request_bytes: int = _setting(
-        6 * 1024 * 1024, "WUZHAO_MAX_REQUEST_BYTES", "Largest invoke event; larger gets 413."
+        6 * 1024 * 1024,
+        "WUZHAO_MAX_REQUEST_BYTES",
+        "Largest invoke event (larger gets 413), and largest answer a function gets through wuzhao.fn.",
     )
     max_response_bytes: int = _setting(
-        6 * 1024 * 1024, "WUZHAO_MAX_RESPONSE_BYTES", "Largest handler result; larger fails the call."
+        6 * 1024 * 1024,
+        "WUZHAO_MAX_RESPONSE_BYTES",
+        "Largest handler result (larger fails the call), and largest request a function sends "
+        "through wuzhao.fn.",
     )
     log_bytes_per_call: int = _setting(
         1024 * 1024, "WUZHAO_LOG_BYTES_PER_CALL", "Output kept per call; the rest is cut with a marker."

@@ -35,6 +35,7 @@ from wuzhao.store.api import Store
 from wuzhao.store.sqlite import SqliteStore
 from wuzhao.worker.dispatcher import Dispatcher
 from wuzhao.worker.factory import InstanceFactory
+from wuzhao.worker.function_api import FunctionApi
 from wuzhao.worker.notifications import Notifications
 from wuzhao.worker.scheduler import Scheduler
 from wuzhao.worker.worker import Worker
@@ -62,6 +63,7 @@ class Platform:
     triggers: Triggers
     scheduler: Scheduler
     notifications: Notifications
+    function_api: FunctionApi
 
     @classmethod
     def build(cls, settings: Settings, launcher: Launcher | None = None) -> Platform:
@@ -125,6 +127,18 @@ class Platform:
         # deliveries (chains, loops); a change's deliveries are queued before its API answer.
         notifications = Notifications(triggers, dispatcher.deliveries)
         objects.watch(notifications.object_changed)
+        # What running functions ask of the platform (wuzhao.fn) comes through their instances:
+        # performed as the calling function, its writes, messages and calls continuing its chain.
+        function_api = FunctionApi(
+            settings,
+            objects=objects,
+            notifications=notifications,
+            deliveries=dispatcher.deliveries,
+            resolve=versions.resolve,
+            worker=worker,
+            metrics=metrics,
+        )
+        worker.serve_calls(function_api)
         registry.on_change(worker.function_changed)
         return cls(
             settings=settings,
@@ -145,6 +159,7 @@ class Platform:
             triggers=triggers,
             scheduler=scheduler,
             notifications=notifications,
+            function_api=function_api,
         )
 
     async def start(self) -> None:
@@ -179,6 +194,7 @@ class Platform:
         await self.scheduler.stop()
         await self.dispatcher.stop(self.settings.shutdown_grace_s)
         await self.worker.close()
+        await self.function_api.close()  # requests still under way, before the stores close
         await self.launcher.close()
         await self.recorder.close()
         await self.objects.close()
@@ -199,6 +215,7 @@ def default_launcher(settings: Settings) -> Launcher:
         network_allow=settings.allowed_networks(),
         runtime_layers=settings.runtime_layer_mounts(),
         preload=settings.runtime_preload_modules(),
+        shells=settings.zygote_shells,
     )
 
 

@@ -2,14 +2,11 @@
 ``max_chain_calls`` is stopped (the next call recorded dead, RecursiveLoop), while a pipeline
 and many independent events are not.
 
-Not here yet: a function that writes into the bucket that triggers it. That loop closes
-through the in-function API (``from wuzhao import fn``): the object store call it makes must
-pass the running invocation's chain (``Worker.chain_of``) as ``Objects.put(..., cause=)``, and
-a publish as ``Notifications.publish(..., cause=)``. Once that API exists, the test is: deploy
-a handler that writes ``event key + "x"`` into its own bucket, put an object trigger on the
-bucket, upload one object; the handler runs ``max_chain_calls`` times and then a RecursiveLoop
-dead call appears, as below. The platform's part of that path (a change with a cause continues
-its chain) is tested without the API in ``tests/unit/worker/test_notifications.py``.
+Loops close through destinations, and through the in-function API (``from wuzhao import fn``):
+a function writing into the bucket that triggers it (its write continues its chain, so the
+trigger's call does), one invoking itself. The platform's part of the object path (a change
+with a cause continues its chain) is also tested without a sandbox in
+``tests/unit/worker/test_notifications.py``.
 """
 
 from __future__ import annotations
@@ -169,3 +166,93 @@ def test_a_function_invoked_by_a_thousand_independent_events_is_not_stopped(
     assert metric(text, "wuzhao_async_outcomes_total", function="many", outcome="succeeded") == 1000
     assert metric(text, "wuzhao_recursive_loops_total", function="many") == 0
     assert api.get("/v1/functions/many/dead-letters").json()["dead_letters"] == []
+
+
+# Writes the key it was told of, plus "x", back into its own bucket: every write triggers it again.
+WRITER = """
+from urllib.parse import unquote_plus
+
+from wuzhao import fn
+
+def handler(event, context):
+    key = unquote_plus(event["Records"][0]["s3"]["object"]["key"])
+    print("run")
+    fn.put_object("loop-bucket", key + "x", b"again")
+"""
+
+
+def test_a_function_writing_into_the_bucket_that_triggers_it_stops_at_max_chain_calls(
+    api: httpx.Client, deploy: Callable[..., Any]
+) -> None:
+    deploy("loop-writer", {"main.py": WRITER})
+    assert api.put("/v1/buckets/loop-bucket").status_code == 201
+    trigger = {"type": "object", "function": "loop-writer", "bucket": "loop-bucket"}
+    assert api.put("/v1/triggers/loop-writer", json=trigger).status_code == 201
+    assert api.put("/v1/buckets/loop-bucket/objects/k", content=b"start").status_code == 201
+
+    dead = until(
+        lambda: api.get("/v1/functions/loop-writer/dead-letters").json()["dead_letters"],
+        what="no RecursiveLoop dead letter",
+    )
+    time.sleep(1.0)  # and nothing more comes
+    assert runs(api, "loop-writer") == 16  # the upload's call, then 15 calls of its own writes
+    keys = [o["key"] for o in api.get("/v1/buckets/loop-bucket/objects").json()["objects"]]
+    assert sorted(keys, key=len) == ["k" + "x" * n for n in range(17)]  # the 16th run's write stands
+
+    (stopped,) = dead
+    assert stopped["error"]["code"] == "RecursiveLoop"
+    assert "'loop-writer' was called 16 times in one chain of calls" in stopped["error"]["message"]
+    assert stopped["attempts"] == []
+    call = api.get(f"/v1/invocations/{stopped['id']}").json()
+    assert (call["status"], call["error"]["code"]) == ("dead", "RecursiveLoop")
+    text = api.get("/metrics").text
+    assert metric(text, "wuzhao_recursive_loops_total", function="loop-writer") == 1
+
+
+def test_a_function_invoking_itself_synchronously_gets_recursive_loop(
+    api: httpx.Client, deploy: Callable[..., Any]
+) -> None:
+    deploy(
+        "loop-sync",
+        {
+            "main.py": """
+from wuzhao import fn
+
+def handler(event, context):
+    try:
+        return ["run", *fn.invoke("loop-sync", {})]
+    except fn.RecursiveLoop as exc:
+        return ["run", exc.code]
+"""
+        },
+        max_chain_calls=3,
+    )
+    response = api.post("/v1/functions/loop-sync/invoke", json={})
+    assert response.status_code == 200, response.text
+    assert response.json() == ["run", "run", "run", "RecursiveLoop"]
+    text = api.get("/metrics").text
+    assert metric(text, "wuzhao_recursive_loops_total", function="loop-sync") == 1
+
+
+def test_a_pipeline_through_the_in_function_api_is_not_stopped(
+    api: httpx.Client, deploy: Callable[..., Any]
+) -> None:
+    deploy("fnpipe-c", {"main.py": SINK}, max_chain_calls=1)
+    forward = """
+from wuzhao import fn
+
+def handler(event, context):
+    print("run")
+    return fn.invoke({next!r}, {{"from": context.function_name}}, async_={async_})
+"""
+    deploy("fnpipe-b", {"main.py": forward.format(next="fnpipe-c", async_=True)}, max_chain_calls=1)
+    deploy("fnpipe-a", {"main.py": forward.format(next="fnpipe-b", async_=False)}, max_chain_calls=1)
+    response = api.post("/v1/functions/fnpipe-a/invoke", json={})
+    assert response.status_code == 200, response.text
+    call_id = response.json()  # A returns what B returned: the id of B's asynchronous call of C
+    (c,) = until(lambda: printed(api, "fnpipe-c"), what="C never ran")
+    assert c == {"event": {"from": "fnpipe-b"}, "call": call_id}
+    time.sleep(0.5)
+    for name in ("fnpipe-a", "fnpipe-b", "fnpipe-c"):
+        assert api.get(f"/v1/functions/{name}/dead-letters").json()["dead_letters"] == []
+    assert runs(api, "fnpipe-a") == runs(api, "fnpipe-b") == 1

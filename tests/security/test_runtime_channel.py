@@ -15,10 +15,11 @@ import json
 import os
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from tests.conftest import zip_files
-from tests.security.conftest import NEEDS_SANDBOX, error_code, wait_until
+from tests.security.conftest import NEEDS_SANDBOX, PeakRss, error_code, wait_until
 
 pytestmark = NEEDS_SANDBOX
 
@@ -44,6 +45,14 @@ GARBAGE = {
     "result-not-json": frame(b'{"type": "result", "id": "{id}"}', b"\xff{not json"),
     "partial-frame-then-stall": struct.pack(">II", 100, 10) + b'{"type": "res',
     "random-bytes": bytes(range(256)) * 64,
+    # Requests of the platform (the in-function API) out of turn: each a violation, not an error reply.
+    "call-for-another-invocation": frame(
+        b'{"type": "call", "id": "someone-else", "seq": 1, "op": "get_object"}'
+    ),
+    "call-numbered-out-of-turn": frame(b'{"type": "call", "id": "{id}", "seq": 2, "op": "get_object"}'),
+    "call-without-op": frame(b'{"type": "call", "id": "{id}", "seq": 1, "bucket": "b"}'),
+    "same-call-twice-at-once": frame(b'{"type": "call", "id": "{id}", "seq": 1, "op": "list_objects"}') * 2,
+    "reply-from-the-runtime": frame(b'{"type": "reply", "id": "{id}", "seq": 1, "ok": true}'),
 }
 
 
@@ -120,6 +129,84 @@ def test_channel_garbage_is_never_echoed_to_the_caller(api, garbage_function):
     assert response.status_code == 500
     assert b"<script>" not in response.content
     json.loads(response.content)  # a well-formed error body
+
+
+# Requests of the platform that are sound frames but bad requests: the function gets an error
+# reply, and its instance lives on. The handler writes the frames and reads the replies itself.
+RAW_CALLS = """
+import json, os, struct
+
+def frame(header, body=b""):
+    raw = json.dumps(header).encode()
+    return struct.pack(">II", len(raw), len(body)) + raw + body
+
+def read_frame():
+    def exactly(n):
+        data = b""
+        while len(data) < n:
+            chunk = os.read(3, n - len(data))
+            assert chunk, "the worker closed the channel"
+            data += chunk
+        return data
+    header_len, body_len = struct.unpack(">II", exactly(8))
+    return json.loads(exactly(header_len)), exactly(body_len)
+
+def handler(event, context):
+    replies = []
+    for seq, (header, body) in enumerate(event["calls"], 1):
+        header = {**header, "type": "call", "id": context.aws_request_id, "seq": seq}
+        os.write(3, frame(header, body.encode()))
+        reply, body = read_frame()
+        error = reply.get("error") or {}
+        replies.append([reply.get("ok"), error.get("code"), error.get("field")])
+    return replies
+"""
+
+BAD_REQUESTS = [
+    ({"op": "launch_missiles"}, "", [False, "BadRequest", "op"]),
+    ({"op": "get_object", "bucket": 7, "key": "k"}, "", [False, "BadRequest", "bucket"]),
+    ({"op": "get_object", "bucket": "b", "key": "k", "sneaky": True}, "", [False, "BadRequest", "sneaky"]),
+    ({"op": "get_object", "bucket": "b"}, "", [False, "BadRequest", "key"]),
+    (
+        {"op": "get_object", "bucket": "no-such-bucket", "key": "../../admin.key"},
+        "",
+        [False, "BadRequest", "key"],
+    ),
+    ({"op": "get_object", "bucket": "no-such-bucket", "key": "k"}, "", [False, "NotFound", None]),
+    ({"op": "list_objects", "bucket": "b", "limit": 10**30}, "", [False, "BadRequest", "limit"]),
+    ({"op": "invoke", "function": "canary", "async": "maybe"}, "{}", [False, "BadRequest", "async"]),
+    ({"op": "invoke", "function": "../canary"}, "{}", [False, "NotFound", None]),
+    ({"op": "invoke", "function": "canary"}, "{not json", [False, "InvalidJSON", "event"]),
+    ({"op": "publish", "topic": "t", "attributes": {"a": 1}}, '"m"', [False, "BadRequest", "attributes"]),
+    (
+        {"op": "delete_object", "bucket": "b", "key": "k"},
+        "a body it takes not",
+        [False, "BadRequest", "body"],
+    ),
+]
+
+
+def test_bad_requests_are_error_replies_and_the_instance_lives(api, hostile):
+    hostile("chan-requests", RAW_CALLS, timeout_s=TIMEOUT_S)
+    calls = [[header, body] for header, body, _ in BAD_REQUESTS]
+    response = api.post("/v1/functions/chan-requests/invoke", json={"calls": calls})
+    assert response.status_code == 200, response.text
+    assert response.json() == [expected for _, _, expected in BAD_REQUESTS]
+    again = api.post("/v1/functions/chan-requests/invoke", json={"calls": calls[:1]})
+    assert again.status_code == 200
+    assert again.headers["x-wuzhao-cold-start"] == "false"  # the same instance, unharmed
+
+
+def test_a_request_over_the_cap_is_refused_unread(api, garbage_function):
+    header = b'{"type": "call", "id": "{id}", "seq": 1, "op": "put_object", "bucket": "b", "key": "k"}'
+    oversized = struct.pack(">II", len(header), 1 << 30) + header  # announces 1 GB, sends none of it
+    started = time.monotonic()
+    response = api.post(f"/v1/functions/{garbage_function}/invoke", json={"garbage": oversized.hex()})
+    assert response.status_code == 413, response.text
+    assert error_code(response) == "ResponseTooLarge"
+    assert time.monotonic() - started < TIMEOUT_S - 1
+    again = api.post(f"/v1/functions/{garbage_function}/invoke", json={})
+    assert (again.status_code, again.headers["x-wuzhao-cold-start"]) == (200, "true")
 
 
 # Descriptors: a large result comes back in a sealed memfd passed with its frame
@@ -245,7 +332,9 @@ def test_bad_descriptors_on_the_runtime_channel_are_runtime_exited_and_none_is_k
     assert again.status_code == 200
     assert again.headers["x-wuzhao-cold-start"] == "true"  # the instance that sent them is gone
     # The server holds what it held with one instance of the function: nothing it was sent.
-    assert wait_until(lambda: server_fds(server) == before, timeout=5), (before, server_fds(server))
+    assert wait_until(lambda: server_fds(server) == before, timeout=5), _difference(
+        before, server_fds(server)
+    )
     assert not [link for link in server_fds(server) if link.startswith("/memfd:")]
 
 
@@ -258,3 +347,61 @@ def test_a_memfd_announced_over_the_cap_is_response_too_large_unread(api, server
     assert time.monotonic() - started < TIMEOUT_S - 1
     assert api.post(f"/v1/functions/{fd_function}/invoke", json={}).status_code == 200
     assert wait_until(lambda: server_fds(server) == before, timeout=5), (before, server_fds(server))
+
+
+# Last in the file: it runs long, and the connections other tests left idle close meanwhile,
+# not while a test above counts the server's descriptors.
+def test_a_flood_of_requests_neither_stalls_nor_swells_the_worker(api, server, deploy):
+    deploy("chan-bystander", {"main.py": "def handler(event, context):\n    return 'here'\n"})
+    deploy(
+        "chan-flood",
+        {
+            "main.py": """
+import time
+from wuzhao import fn
+
+def handler(event, context):
+    count, until = 0, time.monotonic() + event["seconds"]
+    while time.monotonic() < until:
+        try:
+            fn.get_object("no-such-bucket", "k" * 1000)
+        except fn.NotFound:
+            count += 1
+    return count
+"""
+        },
+        timeout_s=30,
+    )
+    flood_client = server.client()
+    try:
+        with PeakRss(server.process.pid) as rss, ThreadPoolExecutor(2) as pool:
+            flood = pool.submit(
+                lambda: flood_client.post("/v1/functions/chan-flood/invoke", json={"seconds": 4})
+            )
+            time.sleep(0.5)
+            worst = 0.0
+            while not flood.done():  # meanwhile another function answers as quickly as ever
+                started = time.monotonic()
+                assert api.post("/v1/functions/chan-bystander/invoke").status_code == 200
+                worst = max(worst, time.monotonic() - started)
+                time.sleep(0.1)
+            response = flood.result()
+    finally:
+        # Closed now, not by the server's keep-alive timeout in the middle of a later test that
+        # counts the server's descriptors.
+        flood_client.close()
+        api.close()
+    assert response.status_code == 200, response.text
+    assert response.json() > 1000  # requests were served all along
+    assert worst < 1.0, worst
+    assert rss.peak - rss.before < 50 * 1024  # KB: what a flood leaves is counters, not buffers
+
+
+def _difference(before: list[str], after: list[str]) -> tuple[list[str], list[str]]:
+    """What is gone and what is new, once each."""
+    gone, new = list(before), list(after)
+    for link in before:
+        if link in new:
+            new.remove(link)
+            gone.remove(link)
+    return gone, new

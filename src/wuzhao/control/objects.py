@@ -1,8 +1,8 @@
 """Buckets and objects: names checked, the size cap kept, and every change told to one hook.
 
-This is the one way into the object store, for the HTTP API now and for the
-in-function API later, so that every write is checked the same way and every
-change reaches the hook, whoever made it. Bodies are async iterables of
+This is the one way into the object store, for the HTTP API and for the
+in-function API (``worker/function_api.py``), so that every write is checked
+the same way and every change reaches the hook, whoever made it. Bodies are async iterables of
 bytes (a request body, frames from an instance), never whole objects.
 
 The change hook (``on_change``) is how object triggers learn of changes

@@ -96,6 +96,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.function_api_calls = Counter(
+            "wuzhao_function_api_calls",
+            "Requests functions made of the platform through the in-function API (wuzhao.fn), by "
+            "the calling function, operation (unknown for a name the worker does not know) and "
+            "outcome (ok or the error code the function got).",
+            ["namespace", "function", "op", "outcome"],
+            registry=self.registry,
+        )
+
+    def function_api_call(self, namespace: str, function: str, op: str, outcome: str) -> None:
+        self.function_api_calls.labels(namespace, function, op, outcome).inc()
+
     def async_outcome(self, namespace: str, function: str, outcome: str) -> None:
         self.async_outcomes.labels(namespace, function, outcome).inc()
 

@@ -13,7 +13,9 @@ A frame is::
     body            opaque bytes (for invoke and result: the JSON document)
 
 The event and the result travel as the body, untouched, so the worker never
-re-encodes a payload on the hot path. A body of :data:`MEMFD_THRESHOLD` bytes
+re-encodes a payload on the hot path. While an ``invoke`` is in flight the
+runtime may send ``call`` frames (a request of the function to the platform,
+one at a time) and waits for the ``reply`` with the same ``seq``. A body of :data:`MEMFD_THRESHOLD` bytes
 or more travels instead in a memfd passed with the frame (``SCM_RIGHTS``): the
 header says ``"memfd": <body length>``, the prefix's body length is 0, and
 exactly one descriptor arrives with the frame's bytes. Copying megabytes through
@@ -55,16 +57,30 @@ MAX_FDS_PER_FRAME = 1
 ANCILLARY_BYTES = socket.CMSG_SPACE(MAX_FDS_PER_FRAME * 4)
 
 # Message kinds. Worker -> runtime:
-INIT = "init"  # {handler, function_name, function_version, memory_limit_in_mb, layers}
+INIT = "init"  # {handler, function_name, function_version, memory_limit_in_mb, layers, max_call_bytes}
 INVOKE = "invoke"  # {id, deadline_ms}; body = event JSON
+REPLY = "reply"  # {id, seq, ok, <result fields> | error: {code, message}}; body = the op's result
 # Runtime -> worker:
 READY = "ready"  # {} : the handler was imported, the instance takes calls
 INIT_ERROR = "init_error"  # {error_type, message, traceback}; the runtime then exits
 RESULT = "result"  # {id}; body = result JSON
 ERROR = "error"  # {id, error_type, message, traceback}: the handler raised
+CALL = "call"  # {id, seq, op, <arguments>}; body = the op's payload: a request to the platform
 
-RUNTIME_KINDS = frozenset({READY, INIT_ERROR, RESULT, ERROR})
-WORKER_KINDS = frozenset({INIT, INVOKE})
+RUNTIME_KINDS = frozenset({READY, INIT_ERROR, RESULT, ERROR, CALL})
+WORKER_KINDS = frozenset({INIT, INVOKE, REPLY})
+
+# The operations of a CALL (the in-function API, ``wuzhao.fn``); arguments and results are in
+# docs/runtime-protocol.md. An op name the worker does not know is answered with an error, not
+# a violation, so a runtime can try an operation a newer worker has.
+PUT_OBJECT = "put_object"  # {bucket, key, content_type?, metadata?} + the bytes -> {object}
+GET_OBJECT = "get_object"  # {bucket, key} -> {object} + the bytes
+DELETE_OBJECT = "delete_object"  # {bucket, key} -> {}
+LIST_OBJECTS = "list_objects"  # {bucket, prefix?, after?, limit?} -> JSON {objects, next}
+PUBLISH = "publish"  # {topic, attributes?} + the message as JSON -> {message_id, deliveries}
+INVOKE_FUNCTION = "invoke"  # {function, qualifier?, async} + the event -> result / {invocation_id}
+OPS = frozenset({PUT_OBJECT, GET_OBJECT, DELETE_OBJECT, LIST_OBJECTS, PUBLISH, INVOKE_FUNCTION})
+MAX_OP_LENGTH = 64
 
 
 class ProtocolError(Exception):
@@ -201,6 +217,24 @@ class FrameDecoder:
         if not self._fds:
             raise ProtocolError("a frame announced a descriptor that did not arrive")
         return Frame(header, b"", self._fds.pop(0))
+
+
+def check_call(header: dict[str, Any], invocation_id: str, seq: int) -> str:
+    """The op of a CALL frame, if the frame itself is sound; else :class:`ProtocolError`.
+
+    Sound: it belongs to the invocation in flight (``id``) and is the next of its calls
+    (``seq``, 1 for the first and one more for each after it). Whether the op is known and its
+    arguments are right is the worker's to answer, not a violation.
+    """
+    if header.get("id") != invocation_id:
+        raise ProtocolError(f"a call for another invocation ({str(header.get('id'))[:64]!r})")
+    got = header.get("seq")
+    if type(got) is not int or got != seq:
+        raise ProtocolError(f"a call numbered {str(got)[:32]!r} where {seq} was next")
+    op = header.get("op")
+    if not isinstance(op, str) or not 0 < len(op) <= MAX_OP_LENGTH:
+        raise ProtocolError("a call without an 'op' string")
+    return op
 
 
 def received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:

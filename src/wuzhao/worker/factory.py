@@ -91,7 +91,12 @@ class InstanceFactory:
         instance = Instance(spec.instance_id, target, process, channel, output, uid)
         try:
             layers = [layer.name for layer in spec.layers]
-            await instance.initialize(invocation_id, self._settings.init_timeout_s, layers=layers)
+            await instance.initialize(
+                invocation_id,
+                self._settings.init_timeout_s,
+                layers=layers,
+                max_call_bytes=self._settings.max_response_bytes,  # what the channel takes
+            )
         except BaseException:
             await self.stop(instance)
             raise

@@ -5,6 +5,12 @@ function at one version, or one revision of $LATEST) for its whole life; it
 never serves another.
 Any failure that may have left it in an unknown state (timeout, crash, protocol
 violation) ends it: the caller then ``stop()``s it rather than reusing it.
+
+While a call runs, the function may make requests of the platform (``call``
+frames, the in-function API): one at a time, numbered, for the call in flight.
+Each is handed to the ``serve`` callback of the call and its reply sent back;
+the call's deadline stands meanwhile, and anything else the runtime sends
+while a request is being performed is a violation.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -29,10 +35,15 @@ from wuzhao.errors import (
     Timeout,
 )
 from wuzhao.runtimes import protocol
-from wuzhao.runtimes.protocol import Frame, FrameTooLarge
+from wuzhao.runtimes.protocol import Frame, FrameTooLarge, ProtocolError
 from wuzhao.sandbox.api import SandboxedProcess
 from wuzhao.worker.channel import ChannelClosed, RuntimeChannel
 from wuzhao.worker.output import OutputCapture
+
+# Performs one request of the function (a ``call`` frame, already checked by
+# ``protocol.check_call``) for the call whose id it gets: a task whose result is the reply's
+# header fields and body (``worker/function_api.py``), never an exception.
+Serve = Callable[[str, Frame], "asyncio.Future[tuple[dict[str, Any], bytes]]"]
 
 # How long a dead runtime's process gets to be reaped before we classify the crash.
 EXIT_WAIT_S = 2.0
@@ -91,11 +102,18 @@ class Instance:
             self._frozen = False
 
     async def initialize(
-        self, invocation_id: str | None, timeout_s: float, *, layers: Sequence[str] = ()
+        self,
+        invocation_id: str | None,
+        timeout_s: float,
+        *,
+        layers: Sequence[str] = (),
+        max_call_bytes: int | None = None,
     ) -> None:
         """Send INIT and wait for READY; init output belongs to the call that caused it.
 
         ``layers``: the names of the layers mounted under /opt, in import-path order.
+        ``max_call_bytes``: the largest body a ``call`` may carry (the runtime refuses a larger
+        request itself, as an error in the function, rather than send it and be killed).
         """
         config = self.target.config
         self._output.begin(invocation_id)
@@ -106,6 +124,8 @@ class Instance:
             "memory_limit_in_mb": config.memory_mb,
             "layers": list(layers),
         }
+        if max_call_bytes is not None:
+            header["max_call_bytes"] = max_call_bytes
         try:
             answer = self._channel.expect()
             self._channel.send(protocol.INIT, header)
@@ -121,22 +141,24 @@ class Instance:
         if frame.kind != protocol.READY:
             raise RuntimeExited(f"runtime answered INIT with {frame.kind!r}")
 
-    async def invoke(self, invocation_id: str, event: bytes) -> bytes:
-        """Run one call; returns the result's JSON bytes or raises an InvocationError."""
+    async def invoke(self, invocation_id: str, event: bytes, serve: Serve | None = None) -> bytes:
+        """Run one call; returns the result's JSON bytes or raises an InvocationError.
+
+        ``serve`` performs the requests the function makes meanwhile (None: it may make none).
+        """
         timeout_s = self.target.config.timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
         deadline_ms = int((time.time() + timeout_s) * 1000)
         self.calls += 1
         self._output.begin(invocation_id)
         try:
             answer = self._channel.expect()
             self._channel.send(protocol.INVOKE, {"id": invocation_id, "deadline_ms": deadline_ms}, event)
-            # A timer on the answer itself: asyncio.wait_for wraps it in a task and
-            # a second future, which the warm path measurably pays for.
-            timer = asyncio.get_running_loop().call_later(timeout_s, _expire, answer)
-            try:
-                frame = await answer
-            finally:
-                timer.cancel()
+            frame = await _by(answer, deadline)
+            seq = 0
+            while frame.kind == protocol.CALL:
+                seq += 1
+                frame = await self._serve(invocation_id, frame, seq, serve, deadline)
         except TimeoutError:
             self._process.kill()
             if self._channel.pending:  # it began an answer and never finished it
@@ -146,6 +168,9 @@ class Instance:
             raise Timeout(f"the call timed out after {timeout_s:.2f} seconds") from None
         except ChannelClosed as closed:
             raise await self._crash(closed, during_init=False) from None
+        except ProtocolError as violation:
+            self._process.kill()
+            raise RuntimeExited(f"the runtime broke the protocol: {violation}") from None
         finally:
             self._output.end()
         if frame.header.get("id") != invocation_id:
@@ -157,6 +182,34 @@ class Instance:
             raise FunctionError(**_error_fields(frame))
         self._process.kill()
         raise RuntimeExited(f"the runtime answered a call with {frame.kind!r}")
+
+    async def _serve(
+        self, invocation_id: str, frame: Frame, seq: int, serve: Serve | None, deadline: float
+    ) -> Frame:
+        """Perform the function's request ``frame`` (its ``seq``-th), reply, and return the
+        runtime's next frame; all by the call's ``deadline`` (TimeoutError past it)."""
+        protocol.check_call(frame.header, invocation_id, seq)
+        if serve is None:
+            raise ProtocolError("a call where none is served")
+        # Registered now: while the request is performed, any frame is a violation (one request
+        # at a time) and the runtime's death is seen at once; after the reply, the next frame.
+        after = self._channel.expect()
+        try:
+            work = serve(invocation_id, frame)
+            timer = asyncio.get_running_loop().call_at(deadline, _expire, after)
+            try:
+                await asyncio.wait((work, after), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                timer.cancel()
+            if after.done():  # the deadline, the channel's end, or a frame sent out of turn
+                extra = after.result()
+                raise ProtocolError(f"a {extra.kind!r} frame while its call {seq} was being performed")
+            header, body = work.result()
+        except BaseException:  # cancelled, or given up: nobody will wait for the next frame
+            after.cancel()
+            raise
+        self._channel.send(protocol.REPLY, {**header, "id": invocation_id, "seq": seq}, body)
+        return await _by(after, deadline)
 
     async def stop(self) -> None:
         """Kill the instance and release everything it holds; idempotent."""
@@ -198,6 +251,19 @@ class Instance:
 def _expire(answer: asyncio.Future[Frame]) -> None:
     if not answer.done():
         answer.set_exception(TimeoutError())
+
+
+async def _by(answer: asyncio.Future[Frame], deadline: float) -> Frame:
+    """The frame, or TimeoutError at ``deadline`` (loop time).
+
+    A timer on the answer itself: asyncio.wait_for wraps it in a task and a second
+    future, which the warm path measurably pays for.
+    """
+    timer = asyncio.get_running_loop().call_at(deadline, _expire, answer)
+    try:
+        return await answer
+    finally:
+        timer.cancel()
 
 
 def _error_fields(frame: Frame) -> dict[str, Any]:

@@ -31,9 +31,11 @@ from wuzhao.errors import (
 )
 from wuzhao.observe.metrics import Metrics
 from wuzhao.observe.recorder import Recorder
+from wuzhao.runtimes.protocol import Frame
 from wuzhao.store.api import InvocationRecord, NamespaceRecord
 from wuzhao.worker.capacity import NodeCapacity
 from wuzhao.worker.factory import InstanceFactory
+from wuzhao.worker.function_api import Caller, FunctionApi, Reply
 from wuzhao.worker.instance import Instance
 from wuzhao.worker.pool import FunctionPool, PoolRetired
 
@@ -96,9 +98,15 @@ class Worker:
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
         self.inflight: dict[str, InFlight] = {}
+        self._api: FunctionApi | None = None  # what functions' requests go to (the in-function API)
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_idle(), name="wuzhao-idle-reaper")
+
+    def serve_calls(self, api: FunctionApi) -> None:
+        """Let running functions make requests of the platform (``wuzhao.fn``) through ``api``;
+        without it, a request is a protocol violation."""
+        self._api = api
 
     # the hot path
 
@@ -143,7 +151,9 @@ class Worker:
                 self.inflight[invocation_id] = InFlight(target, started, True, chain)
             t1 = time.perf_counter()
             try:
-                result = await instance.invoke(invocation_id, event)
+                result = await instance.invoke(
+                    invocation_id, event, None if self._api is None else self._serve_call
+                )
             except FunctionError:
                 healthy = True  # the handler raised; the runtime is fine
                 raise
@@ -159,6 +169,14 @@ class Worker:
             del self.inflight[invocation_id]
             if instance is not None and pool is not None:
                 pool.release(instance, healthy=healthy)
+
+    def _serve_call(self, invocation_id: str, frame: Frame) -> asyncio.Future[Reply]:
+        """A request made by the running call ``invocation_id``: performed as that function, in
+        its namespace, continuing its chain of calls."""
+        assert self._api is not None
+        running = self.inflight[invocation_id]
+        caller = Caller(running.target.namespace, running.target.function, invocation_id, running.chain)
+        return self._api.start(caller, frame)
 
     def chain_of(self, invocation_id: str) -> Chain | None:
         """The chain of a call running here, which the calls it makes continue (the in-function

@@ -425,3 +425,45 @@ def test_discard_of_a_closed_descriptor_is_quiet() -> None:
     fd = open_fd()
     os.close(fd)
     discard(fd)
+
+
+# Requests of the function (the in-function API): which call frames are sound.
+
+
+def test_calls_go_from_the_runtime_and_replies_from_the_worker() -> None:
+    assert protocol.CALL in RUNTIME_KINDS
+    assert protocol.REPLY in WORKER_KINDS
+    assert protocol.INVOKE_FUNCTION in protocol.OPS
+
+
+@pytest.mark.parametrize("seq", [1, 2, 17])
+def test_the_next_call_of_the_invocation_in_flight_is_sound(seq: int) -> None:
+    header = {"type": "call", "id": "inv-1", "seq": seq, "op": "get_object", "bucket": "b"}
+    assert protocol.check_call(header, "inv-1", seq) == "get_object"
+
+
+def test_an_op_unknown_to_the_worker_is_still_a_sound_frame() -> None:
+    assert protocol.check_call({"id": "i", "seq": 1, "op": "tomorrows_op"}, "i", 1) == "tomorrows_op"
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ({"seq": 1, "op": "get_object"}, "another invocation"),
+        ({"id": "inv-2", "seq": 1, "op": "get_object"}, "another invocation"),
+        ({"id": 7, "seq": 1, "op": "get_object"}, "another invocation"),
+        ({"id": "inv-1", "op": "get_object"}, "where 1 was next"),
+        ({"id": "inv-1", "seq": 2, "op": "get_object"}, "where 1 was next"),
+        ({"id": "inv-1", "seq": 0, "op": "get_object"}, "where 1 was next"),
+        ({"id": "inv-1", "seq": "1", "op": "get_object"}, "where 1 was next"),
+        ({"id": "inv-1", "seq": True, "op": "get_object"}, "where 1 was next"),
+        ({"id": "inv-1", "seq": 1.0, "op": "get_object"}, "where 1 was next"),
+        ({"id": "inv-1", "seq": 1}, "without an 'op'"),
+        ({"id": "inv-1", "seq": 1, "op": 5}, "without an 'op'"),
+        ({"id": "inv-1", "seq": 1, "op": ""}, "without an 'op'"),
+        ({"id": "inv-1", "seq": 1, "op": "x" * 65}, "without an 'op'"),
+    ],
+)
+def test_a_call_out_of_turn_or_without_an_op_is_a_violation(header: dict[str, object], message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        protocol.check_call(header, "inv-1", 1)

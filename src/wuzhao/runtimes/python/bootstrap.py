@@ -3,7 +3,9 @@
 It runs in the sandbox, after the zygote's child entered it (or, without
 isolation, right after the fork): INIT -> import the handler once -> READY or
 INIT_ERROR, then INVOKE -> RESULT or ERROR until the worker closes the channel.
-Every module used here was imported by the zygote before the fork.
+While the handler runs, ``wuzhao.fn`` may send CALL frames on the same channel
+and read their REPLY (one at a time); the answer goes out only once no call is
+under way. Every module used here was imported by the zygote before the fork.
 
 Error types follow Lambda's names where Lambda has one (``Runtime.*``), else
 the exception's class name. The exit code is 0 when the worker closed the
@@ -24,7 +26,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from wuzhao import heap
+from wuzhao import fn, heap
 from wuzhao.runtimes import memfd, protocol
 from wuzhao.runtimes.python.context import LambdaContext, log_stream_name
 
@@ -77,9 +79,9 @@ class Channel:
                 return None
             self._frames = self._decoder.feed(data, fds)
         frame = self._frames.pop(0)
-        if frame.fd is not None and frame.kind != protocol.INVOKE:
+        if frame.fd is not None and frame.kind not in (protocol.INVOKE, protocol.REPLY):
             protocol.discard(frame.fd)
-            raise protocol.ProtocolError(f"a memfd body with {frame.kind}: only an event comes in one")
+            raise protocol.ProtocolError(f"a memfd body with {frame.kind}: only an event or a reply")
         return frame
 
     def send(self, kind: str, header: dict[str, Any], body: bytes = b"") -> None:
@@ -198,16 +200,22 @@ def invoke(
         channel.send(protocol.ERROR, error)
         return
     pid = os.getpid()
-    try:
-        result = handler(event, context)
-    except Exception as exc:
-        if os.getpid() != pid:
-            os._exit(1)  # a fork the handler made must never answer for the runtime
-        error = _error(request_id, type(exc).__name__, str(exc), _user_trace(exc.__traceback__))
-        channel.send(protocol.ERROR, error)
-        return
+    limit = init.get("max_call_bytes")
+    failure: Exception | None = None
+    # wuzhao.fn's requests go out for this call; leaving waits for one another thread has under way.
+    with fn.serving(channel, request_id, max_body=limit if type(limit) is int else None) as session:
+        try:
+            result = handler(event, context)
+        except Exception as exc:
+            failure = exc
     if os.getpid() != pid:
-        os._exit(0)
+        os._exit(1 if failure else 0)  # a fork the handler made must never answer for the runtime
+    if session.broken is not None:  # the channel failed under a request: nothing can follow
+        raise protocol.ProtocolError(f"the channel broke during a call: {session.broken}")
+    if failure is not None:
+        trace = _user_trace(failure.__traceback__)
+        channel.send(protocol.ERROR, _error(request_id, type(failure).__name__, str(failure), trace))
+        return
     try:
         body = json.dumps(result, separators=(",", ":")).encode()
     except (TypeError, ValueError, RecursionError) as exc:
