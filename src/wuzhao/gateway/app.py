@@ -112,6 +112,7 @@ ROUTES = [
 def create_app(platform: Platform, *, on_started: Callable[[], Any] | None = None) -> ASGIApp:
     """The whole HTTP surface: HTTP triggers and the synchronous invoke route's fast path in front
     of the routed app."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await platform.start()
