@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from wuzhao.domain.chains import Chain
+from wuzhao.domain.timestamps import iso
 from wuzhao.errors import ObjectEventFailed, PayloadTooLarge
 from wuzhao.objects.api import (
     Body,
@@ -179,3 +181,17 @@ class Objects:
                 f"object {event.key!r} was {verb} (sequencer {event.sequencer}), but its {event.kind} "
                 f"event could not be recorded ({type(exc).__name__}); triggers may not see it"
             ) from exc
+
+
+def object_view(record: ObjectRecord) -> dict[str, Any]:
+    """An object's metadata as the API and the in-function API show it."""
+    return {
+        "bucket": record.bucket,
+        "key": record.key,
+        "size": record.size,
+        "etag": record.etag,
+        "content_type": record.content_type,
+        "created_at": iso(record.created_at),
+        "modified_at": iso(record.modified_at),
+        "metadata": record.metadata,
+    }

@@ -20,13 +20,13 @@ stopped by the loop rule once the chain has called one of them
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from wuzhao.domain.functions import FunctionConfig
+from wuzhao.domain.timestamps import iso_ms
 
 SUCCESS = "Success"
 FUNCTION_REF = "wuzhao:function:{namespace}:{function}:{qualifier}"  # Lambda's functionArn, our way
@@ -58,7 +58,7 @@ def record(finished: Finished, *, now: float, limit: int) -> bytes:
     give way (null, with ``truncated`` naming them) when it would be larger."""
     body: dict[str, Any] = {
         "version": "1.0",
-        "timestamp": _iso(now),
+        "timestamp": iso_ms(now),
         "requestContext": {
             "requestId": finished.call_id,
             "functionArn": FUNCTION_REF.format(
@@ -85,8 +85,3 @@ def record(finished: Finished, *, now: float, limit: int) -> bytes:
         body["truncated"] = truncated
         encoded = msgspec.json.encode(body)
     return encoded
-
-
-def _iso(timestamp: float) -> str:
-    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

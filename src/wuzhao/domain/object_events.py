@@ -20,12 +20,12 @@ says the size and ETag of the object it removed.
 
 from __future__ import annotations
 
-import datetime
 from typing import Literal, Protocol
 from urllib.parse import quote_plus
 
 import msgspec
 
+from wuzhao.domain.timestamps import iso_ms
 from wuzhao.domain.triggers import ObjectTrigger
 
 SOURCE = "wuzhao:s3"
@@ -73,7 +73,7 @@ def s3_event(change: Change, trigger: str) -> bytes:
         "eventVersion": "2.1",
         "eventSource": SOURCE,
         "awsRegion": REGION,
-        "eventTime": _iso(change.time),
+        "eventTime": iso_ms(change.time),
         "eventName": EVENT_NAMES[change.kind],
         "s3": {
             "s3SchemaVersion": "1.0",
@@ -103,8 +103,3 @@ def idempotency_key(change: Change, trigger: str) -> str:
 def sequencer(number: int) -> str:
     """S3's way: upper-case hexadecimal, padded so that string order is number order."""
     return f"{number:016X}"
-
-
-def _iso(timestamp: float) -> str:
-    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -19,7 +19,6 @@ An empty filter takes every message.
 
 from __future__ import annotations
 
-import datetime
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import msgspec
 
 from wuzhao.domain.functions import NAME_PATTERN
+from wuzhao.domain.timestamps import iso_ms
 from wuzhao.errors import BadRequest, PayloadTooLarge
 
 SOURCE = "wuzhao:sns"
@@ -119,7 +119,7 @@ def sns_event(
             "TopicArn": topic_ref,
             "Subject": None,
             "Message": message,
-            "Timestamp": _iso(time),
+            "Timestamp": iso_ms(time),
             "MessageAttributes": {
                 name: {"Type": "String", "Value": value} for name, value in sorted(attributes.items())
             },
@@ -139,8 +139,3 @@ def _is_text(value: str) -> bool:
     except UnicodeEncodeError:  # a lone surrogate
         return False
     return True
-
-
-def _iso(timestamp: float) -> str:
-    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -9,8 +9,9 @@ from starlette.responses import Response
 
 from wuzhao.domain.access import Action
 from wuzhao.domain.functions import FunctionConfig, FunctionRecord, FunctionUpdate
+from wuzhao.domain.timestamps import iso
 from wuzhao.gateway.context import authorize, platform_of
-from wuzhao.gateway.responses import decode_json, iso, json_response, read_body
+from wuzhao.gateway.responses import decode_json, json_response, read_body
 
 
 # A base64 zip of max_code_bytes is 4/3 larger, plus room for the other fields.

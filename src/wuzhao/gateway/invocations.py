@@ -14,9 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from wuzhao.domain.access import Action
+from wuzhao.domain.timestamps import iso
 from wuzhao.errors import BadRequest, NotFound
 from wuzhao.gateway.context import authorize, platform_of
-from wuzhao.gateway.responses import iso, json_response
+from wuzhao.gateway.responses import json_response
 from wuzhao.queue.api import CallState
 from wuzhao.store.api import LogLine
 

@@ -10,11 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from wuzhao.domain.access import Action
+from wuzhao.domain.timestamps import iso
 from wuzhao.domain.versions import version_number
 from wuzhao.errors import InvalidCode, NotFound
 from wuzhao.gateway.bodies import LayerBody, SecretBody
 from wuzhao.gateway.context import authorize, platform_of
-from wuzhao.gateway.responses import decode_json, iso, json_response, read_body
+from wuzhao.gateway.responses import decode_json, json_response, read_body
 from wuzhao.store.api import LayerRecord, SecretRecord
 
 if TYPE_CHECKING:

@@ -17,11 +17,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from wuzhao.control.objects import object_view
 from wuzhao.domain.access import Action
+from wuzhao.domain.timestamps import iso
 from wuzhao.errors import BadRequest, RangeNotSatisfiable
 from wuzhao.gateway.context import authorize, platform_of
 from wuzhao.gateway.invocations import query_int
-from wuzhao.gateway.responses import error_response, iso, json_response, read_body
+from wuzhao.gateway.responses import error_response, json_response, read_body
 from wuzhao.objects.api import BucketRecord, ObjectReader, ObjectRecord
 from wuzhao.objects.names import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 
@@ -232,16 +234,3 @@ def _unsatisfiable(size: int) -> RangeNotSatisfiable:
 
 def bucket_view(record: BucketRecord) -> dict[str, Any]:
     return {"name": record.name, "created_at": iso(record.created_at)}
-
-
-def object_view(record: ObjectRecord) -> dict[str, Any]:
-    return {
-        "bucket": record.bucket,
-        "key": record.key,
-        "size": record.size,
-        "etag": record.etag,
-        "content_type": record.content_type,
-        "created_at": iso(record.created_at),
-        "modified_at": iso(record.modified_at),
-        "metadata": record.metadata,
-    }

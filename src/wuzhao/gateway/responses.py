@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import re
 from typing import Any
 
@@ -24,10 +23,6 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(error: WuzhaoError, headers: dict[str, str] | None = None) -> Response:
     return json_response(error.to_body(), error.status, headers)
-
-
-def iso(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

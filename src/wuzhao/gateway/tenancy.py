@@ -8,10 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from wuzhao.domain.access import Action, parse_role
+from wuzhao.domain.timestamps import iso
 from wuzhao.errors import NotFound
 from wuzhao.gateway.bodies import KeyBody, NamespaceBody, QuotaBody
 from wuzhao.gateway.context import authorize, platform_of
-from wuzhao.gateway.responses import decode_json, iso, json_response, read_body
+from wuzhao.gateway.responses import decode_json, json_response, read_body
 from wuzhao.store.api import ApiKeyRecord, NamespaceRecord
 
 BODY_LIMIT = 64 * 1024

@@ -14,10 +14,11 @@ from starlette.responses import Response
 from wuzhao.domain import schedules
 from wuzhao.domain import triggers as rules
 from wuzhao.domain.access import Action
+from wuzhao.domain.timestamps import iso
 from wuzhao.domain.triggers import HttpTrigger, ObjectTrigger, TopicTrigger, TriggerSpec
 from wuzhao.errors import BadRequest
 from wuzhao.gateway.context import authorize, platform_of
-from wuzhao.gateway.responses import decode_json, iso, json_response, read_body
+from wuzhao.gateway.responses import decode_json, json_response, read_body
 from wuzhao.store.api import TriggerRecord
 
 if TYPE_CHECKING:

@@ -27,7 +27,6 @@ the worker sends into an instance).
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from wuzhao.config import Settings
-from wuzhao.control.objects import Objects
+from wuzhao.control.objects import Objects, object_view
 from wuzhao.domain import chains, platform_calls
 from wuzhao.domain.chains import Chain
 from wuzhao.domain.platform_calls import (
@@ -50,7 +49,6 @@ from wuzhao.domain.platform_calls import (
 )
 from wuzhao.domain.versions import Executable
 from wuzhao.errors import PayloadTooLarge, RecursiveLoop, WuzhaoError
-from wuzhao.objects.api import ObjectRecord
 from wuzhao.observe.metrics import Metrics
 from wuzhao.runtimes import protocol
 from wuzhao.runtimes.protocol import Frame
@@ -248,24 +246,6 @@ def error_reply(error: WuzhaoError, **extra: Any) -> Reply:
         details["message"] = error.message
     details.update(extra)
     return {"ok": False, "error": summary}, msgspec.json.encode(details) if details else b""
-
-
-def object_view(record: ObjectRecord) -> dict[str, Any]:
-    """An object's metadata as the HTTP API shows it (``gateway.objects.object_view``)."""
-    return {
-        "bucket": record.bucket,
-        "key": record.key,
-        "size": record.size,
-        "etag": record.etag,
-        "content_type": record.content_type,
-        "created_at": _iso(record.created_at),
-        "modified_at": _iso(record.modified_at),
-        "metadata": record.metadata,
-    }
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
