@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 import msgspec
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wuzhao.domain.access import Action
-from wuzhao.errors import InvocationError, PayloadTooLarge, WuzhaoError
+from wuzhao.errors import InvocationError, WuzhaoError
 from wuzhao.gateway.auth import CHALLENGE, bearer, unauthorized
 from wuzhao.gateway.context import namespace_for
-from wuzhao.gateway.responses import checked_event
+from wuzhao.gateway.responses import checked_event, receive_body
 
 if TYPE_CHECKING:
     from wuzhao.platform import Platform
@@ -35,10 +36,6 @@ log = logging.getLogger("wuzhao.gateway")
 _INVOKE = re.compile(r"/v1/functions/([a-z0-9][a-z0-9_-]{0,63})/invoke\Z")
 _JSON = b"application/json"
 _encode = msgspec.json.Encoder().encode
-
-
-class _Disconnected(Exception):
-    """The client went away before its body was read: nobody to answer."""
 
 
 class HotPath:
@@ -66,7 +63,8 @@ class HotPath:
             named = _header(scope["headers"], b"x-wuzhao-namespace")
             namespace = namespace_for(platform, record, named, Action.INVOKE)
             target = platform.versions.resolve(namespace, name, _qualifier(scope["query_string"]))
-            event = await _read_event(scope["headers"], receive, platform.settings.max_request_bytes)
+            body = await receive_body(scope["headers"], receive, platform.settings.max_request_bytes)
+            event = checked_event(body)
             outcome = await platform.worker.invoke(target, event)
             headers = [
                 (b"x-wuzhao-invocation-id", outcome.invocation_id.encode()),
@@ -78,7 +76,7 @@ class HotPath:
                 raise outcome.error
             assert outcome.result is not None
             await _send(send, 200, headers, outcome.result)
-        except _Disconnected:
+        except ClientDisconnect:  # nobody is left to answer
             return
         except WuzhaoError as error:
             if isinstance(error, InvocationError):
@@ -105,27 +103,6 @@ def _qualifier(query_string: bytes) -> str | None:
     if not query_string:
         return None
     return dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)).get("qualifier")
-
-
-async def _read_event(headers: list[tuple[bytes, bytes]], receive: Receive, limit: int) -> bytes:
-    """The body, bounded, then :func:`checked_event`."""
-    declared = _header(headers, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return checked_event(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
 def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

@@ -6,8 +6,9 @@ import re
 from typing import Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from wuzhao.errors import BadRequest, InvalidJSON, PayloadTooLarge, WuzhaoError
 
@@ -27,17 +28,28 @@ def error_response(error: WuzhaoError, headers: dict[str, str] | None = None) ->
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing anything over ``limit`` bytes before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    return await receive_body(request.scope["headers"], request.receive, limit)
+
+
+async def receive_body(headers: list[tuple[bytes, bytes]], receive: Receive, limit: int) -> bytes:
+    """:func:`read_body` in plain ASGI (the invoke hot path has no Request); ``ClientDisconnect``
+    when the client leaves before the end."""
+    for name, value in headers:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise PayloadTooLarge(f"the request body is {value.decode()} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def decode_json(body: bytes, type: Any = Any) -> Any:

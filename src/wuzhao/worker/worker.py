@@ -63,7 +63,13 @@ class InFlight:
     started_at: float
     cold_start: bool
     # The chain of calls it belongs to: what the calls it makes (the in-function API) continue.
-    chain: Chain
+    # None for a call a client made: its chain starts with it, built only if it makes a call.
+    chain: Chain | None
+
+    def chain_of(self, invocation_id: str) -> Chain:
+        if self.chain is None:
+            return chains.start(self.target.function, invocation_id)
+        return self.chain
 
 
 class Worker:
@@ -135,8 +141,6 @@ class Worker:
         instance: Instance | None = None
         pool: FunctionPool | None = None
         healthy = False
-        if chain is None:
-            chain = chains.start(target.function, invocation_id)
         self.inflight[invocation_id] = InFlight(target, started, False, chain)
         try:
             while True:
@@ -175,14 +179,15 @@ class Worker:
         its namespace, continuing its chain of calls."""
         assert self._api is not None
         running = self.inflight[invocation_id]
-        caller = Caller(running.target.namespace, running.target.function, invocation_id, running.chain)
+        chain = running.chain_of(invocation_id)
+        caller = Caller(running.target.namespace, running.target.function, invocation_id, chain)
         return self._api.start(caller, frame)
 
     def chain_of(self, invocation_id: str) -> Chain | None:
         """The chain of a call running here, which the calls it makes continue (the in-function
         API passes it to ``Objects``, ``Notifications`` and ``Deliveries``); None once it ended."""
         running = self.inflight.get(invocation_id)
-        return None if running is None else running.chain
+        return None if running is None else running.chain_of(invocation_id)
 
     # what the API shows
 
